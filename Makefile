@@ -1,0 +1,43 @@
+# syncd — the two commands a new user needs are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/syncd demo
+
+lint: install
+	$(BIN)/ruff check syncd tests bench
+	$(BIN)/ruff format --check syncd tests bench
+
+typecheck: install
+	$(BIN)/mypy --strict syncd
+
+unit: install
+	$(BIN)/pytest -q
+
+test: install lint typecheck unit
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench --full
+
+bench-smoke: $(VENV)/.bench-installed
+	$(BIN)/python -m bench --smoke
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
