@@ -1,0 +1,213 @@
+"""Business Central API client: the picture TARGET.
+
+Verbs (the engine knows nothing else about Business Central):
+    resolve_company()              company name or id → company id
+    list(kind, fields)             stream records with their picture (``$expand=picture``), following
+                                   the absolute ``@odata.nextLink`` unchanged (server-driven paging)
+    get_picture(kind, id)          one record's picture object (fresh etag)
+    picture_content(kind, id, pic) the stored picture's bytes
+    put_picture(kind, id, pic, data, if_match)   PATCH raw bytes to the media edit link → new etag or None
+    delete_picture(kind, id, if_match)
+
+Both dialects work: API v2.0 (``picture`` is one object, stream ``pictureContent``) and v1.0/beta
+(``picture`` is a collection, stream ``content`` at ``picture({id})/content``). We use the media links
+the API returns and build them only when absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from syncd.errors import ApiError, ConfigError, NotFoundError
+from syncd.http import ApiClient, Response
+from syncd.types import TargetKind, TargetPicture, TargetRow
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class BusinessCentralClient:
+    def __init__(self, api: ApiClient, base_url: str, company: str, *, page_size: int = 1000) -> None:
+        self.api = api
+        self.base_url = base_url.rstrip("/")
+        self.company = company
+        self.page_size = page_size
+        self.dialect = self.base_url.rsplit("/", 1)[-1]  # v2.0 | v1.0 | beta
+        self.company_id: str | None = None
+
+    @property
+    def v2(self) -> bool:
+        return self.dialect == "v2.0"
+
+    @property
+    def _stream(self) -> str:
+        return "pictureContent" if self.v2 else "content"
+
+    # -- company --------------------------------------------------------------------------------
+    async def resolve_company(self) -> str:
+        """The company id for the configured name or id (case-insensitive on names)."""
+        if self.company_id:
+            return self.company_id
+        resp = await self.api.request("GET", f"{self.base_url}/companies", what="list companies")
+        companies = [c for c in (resp.json() or {}).get("value", []) if isinstance(c, dict)]
+        wanted = self.company.strip()
+        for c in companies:
+            if str(c.get("id", "")).lower() == wanted.lower():
+                self.company_id = str(c["id"])
+                return self.company_id
+        by_name = [
+            c
+            for c in companies
+            if wanted.casefold() in (str(c.get("name", "")).casefold(), str(c.get("displayName", "")).casefold())
+        ]
+        if len(by_name) == 1:
+            self.company_id = str(by_name[0]["id"])
+            return self.company_id
+        names = ", ".join(repr(c.get("name")) for c in companies) or "none"
+        if len(by_name) > 1:
+            raise ConfigError(
+                f"businesscentral.company {wanted!r} matches {len(by_name)} companies",
+                hint="use the company id instead of its name",
+            )
+        raise ConfigError(
+            f"businesscentral.company {wanted!r} not found in this environment",
+            hint=f"companies available: {names}",
+        )
+
+    def _entity_url(self, kind: TargetKind, record_id: str | None = None) -> str:
+        assert self.company_id, "resolve_company() first"
+        url = f"{self.base_url}/companies({self.company_id})/{kind}"
+        return f"{url}({record_id})" if record_id else url
+
+    # -- listing --------------------------------------------------------------------------------
+    async def list(self, kind: TargetKind, fields: Sequence[str]) -> AsyncIterator[TargetRow]:
+        """Every record of ``kind`` with its picture, one page at a time."""
+        await self.resolve_company()
+        select = list(dict.fromkeys(["id", "number", "displayName", *fields]))
+        url: str | None = self._entity_url(kind)
+        params: dict[str, str] | None = {"$select": ",".join(select), "$expand": "picture"}
+        headers = {"Prefer": f"odata.maxpagesize={self.page_size}", "Accept": "application/json"}
+        while url:
+            resp = await self.api.request("GET", url, params=params, headers=headers, what=f"list {kind}")
+            data = resp.json()
+            if not isinstance(data, dict) or not isinstance(data.get("value"), list):
+                raise ApiError(f"list {kind}: unexpected reply (no 'value' list)", status=resp.status)
+            for raw in data["value"]:
+                if isinstance(raw, dict) and raw.get("id"):
+                    yield self._row(kind, raw)
+            url = data.get("@odata.nextLink")
+            params = None  # the next link carries every query option; follow it unchanged
+
+    def _row(self, kind: TargetKind, raw: dict[str, Any]) -> TargetRow:
+        pic_raw = raw.get("picture")
+        if isinstance(pic_raw, dict) and isinstance(pic_raw.get("value"), list):
+            pic_raw = pic_raw["value"]
+        if isinstance(pic_raw, list):  # v1.0/beta: picture is a collection
+            pic_raw = pic_raw[0] if pic_raw else None
+        picture = self._picture(kind, str(raw["id"]), pic_raw) if isinstance(pic_raw, dict) else None
+        return TargetRow(
+            kind=kind,
+            id=str(raw["id"]),
+            number=str(raw.get("number") or ""),
+            display_name=str(raw.get("displayName") or ""),
+            fields={k: v for k, v in raw.items() if k != "picture"},
+            picture=picture,
+        )
+
+    def _picture(self, kind: TargetKind, record_id: str, raw: dict[str, Any]) -> TargetPicture:
+        edit = raw.get(f"{self._stream}@odata.mediaEditLink") or raw.get("pictureContent@odata.mediaEditLink")
+        edit = edit or raw.get("content@odata.mediaEditLink")
+        return TargetPicture(
+            etag=raw.get("@odata.etag"),
+            width=int(raw.get("width") or 0),
+            height=int(raw.get("height") or 0),
+            content_type=str(raw.get("contentType") or ""),
+            edit_link=str(edit) if edit else None,
+        )
+
+    def media_link(self, kind: TargetKind, record_id: str, picture: TargetPicture | None) -> str:
+        """The link to PATCH/GET the picture stream: as returned by the API, else built."""
+        if picture is not None and picture.edit_link:
+            return picture.edit_link
+        if self.v2:
+            return f"{self._entity_url(kind, record_id)}/picture/pictureContent"
+        return f"{self._entity_url(kind, record_id)}/picture({record_id})/content"
+
+    # -- single picture -------------------------------------------------------------------------
+    async def get_picture(self, kind: TargetKind, record_id: str) -> TargetPicture:
+        await self.resolve_company()
+        url = f"{self._entity_url(kind, record_id)}/picture"
+        if not self.v2:
+            url = f"{url}({record_id})"
+        resp = await self.api.request("GET", url, what=f"{kind} {record_id} picture")
+        data = resp.json()
+        if isinstance(data, dict) and isinstance(data.get("value"), list):
+            data = data["value"][0] if data["value"] else {}
+        if not isinstance(data, dict):
+            raise ApiError(f"{kind} {record_id} picture: unexpected reply", status=resp.status)
+        return self._picture(kind, record_id, data)
+
+    async def picture_content(self, kind: TargetKind, record_id: str, picture: TargetPicture) -> bytes:
+        await self.resolve_company()
+        resp = await self.api.request(
+            "GET",
+            self.media_link(kind, record_id, picture),
+            allow=(204,),
+            what=f"{kind} {record_id} picture content",
+        )
+        return resp.body if resp.status == 200 else b""
+
+    async def put_picture(
+        self, kind: TargetKind, record_id: str, picture: TargetPicture | None, data: bytes, *, if_match: str
+    ) -> str | None:
+        """PATCH the raw bytes. Returns the new picture etag when the reply tells it, else None.
+
+        ``if_match`` is the picture's etag as last read (never ``*`` unless the caller insists): a
+        stale one raises :class:`syncd.errors.PreconditionFailedError` (BC answers 409
+        ``Request_EntityChanged``; 412 handled alike).
+        """
+        await self.resolve_company()
+        resp = await self.api.request(
+            "PATCH",
+            self.media_link(kind, record_id, picture),
+            headers={"Content-Type": "application/octet-stream", "If-Match": if_match},
+            data=data,
+            ok=(200, 204),
+            what=f"write picture of {kind} {record_id}",
+        )
+        return _etag_of(resp)
+
+    async def delete_picture(self, kind: TargetKind, record_id: str, *, if_match: str | None) -> None:
+        await self.resolve_company()
+        url = f"{self._entity_url(kind, record_id)}/picture"
+        if not self.v2:
+            url = f"{url}({record_id})"
+        headers = {"If-Match": if_match} if if_match else {}
+        try:
+            await self.api.request(
+                "DELETE", url, headers=headers, ok=(200, 204), what=f"clear picture of {kind} {record_id}"
+            )
+        except NotFoundError:
+            return  # already gone
+
+
+def _etag_of(resp: Response) -> str | None:
+    if resp.body:
+        try:
+            data = json.loads(resp.body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            if isinstance(data.get("value"), list) and data["value"]:
+                data = data["value"][0]
+            etag = data.get("@odata.etag") if isinstance(data, dict) else None
+            if etag:
+                return str(etag)
+    header = resp.headers.get("ETag")
+    return header or None
+
+
+def is_guid(value: str) -> bool:
+    return bool(_GUID.match(value.strip()))

@@ -1,0 +1,439 @@
+"""YAML configuration → validated, typed settings.
+
+The keys are a public contract (see ``config/example.yaml`` for every key with comments). Errors name the
+key path and, where the YAML parser knows it, the line: ``businesscentral.auth.client_id (line 12): field
+required``. Secret values may be written as ``${ENV_VAR}``, ``file:/path`` or ``credential:NAME`` (systemd
+``LoadCredential=``) and are resolved while validating; they are held as :class:`syncd.secrets.Secret`,
+which never prints its value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from syncd.errors import ConfigError
+from syncd.imaging import PictureProfile
+from syncd.secrets import Secret, check_literal_secret_permissions, resolve_secret
+from syncd.types import SourceKind, TargetKind
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _parse_duration(value: Any) -> Any:
+    """``90``, ``"90s"``, ``"10m"``, ``"1.5h"`` → seconds (float)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 10m, 1h)")
+    return value
+
+
+def _parse_size(value: Any) -> Any:
+    """``1000000``, ``"1MB"``, ``"20 MiB"`` → bytes (int)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+        raise ValueError(f"not a size: {value!r} (write e.g. 500KB, 20MB)")
+    return value
+
+
+def _resolve(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    ctx = info.context or {}
+    return resolve_secret(value, config_path=ctx.get("config_path"), env=ctx.get("env", os.environ))
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+Size = Annotated[int, BeforeValidator(_parse_size), Field(ge=0)]
+SecretValue = Annotated[Secret, BeforeValidator(_resolve)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --- SuperOffice auth ------------------------------------------------------------------------------
+
+
+class SOBasicAuth(_Model):
+    type: Literal["basic"]
+    username: str
+    password: SecretValue
+
+
+class SOTicketAuthConfig(_Model):
+    type: Literal["soticket"]
+    ticket: SecretValue
+    app_token: SecretValue | None = None
+
+
+class SOBearerAuth(_Model):
+    type: Literal["bearer"]
+    token: SecretValue
+    app_token: SecretValue | None = None
+
+
+class SOSystemUserAuth(_Model):
+    type: Literal["system_user"]
+    application_token: SecretValue = Field(description="the app's client secret, sent as SO-AppToken")
+    system_user_token: SecretValue
+    private_key: SecretValue = Field(description="PEM private key of the application (RSA)")
+    context_identifier: str | None = None  # derived from base_url (CustNNNNN) when absent
+    login_url: str | None = None  # default: https://{env}.superoffice.com/login from base_url's host
+
+
+SOAuth = Annotated[
+    SOBasicAuth | SOTicketAuthConfig | SOBearerAuth | SOSystemUserAuth, Field(discriminator="type")
+]
+
+
+# --- Business Central auth -------------------------------------------------------------------------
+
+
+class BCClientCredentials(_Model):
+    type: Literal["client_credentials"]
+    tenant_id: str
+    client_id: str
+    client_secret: SecretValue
+    scope: str = "https://api.businesscentral.dynamics.com/.default"
+    token_url: str | None = None  # default https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token
+
+
+class BCBasicAuth(_Model):
+    type: Literal["basic"]
+    username: str
+    password: SecretValue = Field(description="web service access key (on-premises)")
+
+
+class BCBearerAuth(_Model):
+    type: Literal["bearer"]
+    token: SecretValue
+
+
+BCAuth = Annotated[BCClientCredentials | BCBasicAuth | BCBearerAuth, Field(discriminator="type")]
+
+
+# --- sections --------------------------------------------------------------------------------------
+
+
+class ApiLimits(_Model):
+    requests_per_second: float = Field(gt=0)
+    concurrency: int = Field(ge=1, le=64)
+    timeout: Duration = 60.0  # per request, total
+    connect_timeout: Duration = 15.0
+    max_retries: int = Field(default=6, ge=0, le=20)  # per request, for 408/429/5xx/connection errors
+    max_retry_wait: Duration = 300.0  # the longest Retry-After we are willing to wait before giving up
+    burst: float | None = Field(default=None, ge=1)  # requests that may go at once after idling (default: 1 s worth)
+
+
+def _so_limits() -> ApiLimits:
+    # A SuperOffice SDK caps itself at 10 calls/s ("SO specs"); stay at that by default.
+    return ApiLimits(requests_per_second=10, concurrency=8)
+
+
+def _bc_limits() -> ApiLimits:
+    # BC online: 6,000 requests / 5 min per principal = 20/s, and 5 concurrent requests per user.
+    return ApiLimits(requests_per_second=18, concurrency=5)
+
+
+class SuperOfficeConfig(_Model):
+    base_url: str
+    auth: SOAuth
+    limits: ApiLimits = Field(default_factory=_so_limits)
+    page_size: int = Field(default=500, ge=1, le=5000)
+    max_image_bytes: Size = 20_000_000
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, v: str) -> str:
+        v = v.rstrip("/")
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL like https://online.superoffice.com/Cust12345/api/v1")
+        if not parts.path.lower().endswith("/api/v1"):
+            raise ValueError("must end with /api/v1, e.g. https://online.superoffice.com/Cust12345/api/v1")
+        return v
+
+    @property
+    def context_identifier(self) -> str:
+        """The tenant (``Cust12345``) from the base URL's path segment before ``/api/v1``."""
+        segments = [s for s in urlsplit(self.base_url).path.split("/") if s]
+        return segments[-3] if len(segments) >= 3 else ""
+
+
+class BusinessCentralConfig(_Model):
+    base_url: str
+    company: str  # name or id
+    auth: BCAuth
+    limits: ApiLimits = Field(default_factory=_bc_limits)
+    page_size: int = Field(default=1000, ge=1, le=20000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, v: str) -> str:
+        v = v.rstrip("/")
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL ending in /api/v2.0, /api/v1.0 or /api/beta")
+        if not re.search(r"/api/(v2\.0|v1\.0|beta)$", parts.path):
+            raise ValueError(
+                "must end with /api/v2.0 (or /api/v1.0, /api/beta), e.g. "
+                "https://api.businesscentral.dynamics.com/v2.0/TENANT/production/api/v2.0"
+            )
+        return v
+
+    @property
+    def dialect(self) -> str:
+        """``v2.0`` (picture/pictureContent) or ``v1.0``/``beta`` (picture({id})/content)."""
+        return self.base_url.rsplit("/", 1)[-1]
+
+
+class PictureConfig(_Model):
+    max_width: int = Field(default=500, ge=16, le=4096)
+    max_height: int = Field(default=500, ge=16, le=4096)
+    format: Literal["JPEG", "PNG"] = "JPEG"
+    quality: int = Field(default=85, ge=30, le=95)
+    background: str = "#ffffff"
+    max_bytes: Size = 1_000_000
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, v: str) -> str:
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", v):
+            raise ValueError("must be a colour like #ffffff")
+        return v.lower()
+
+
+class Limits(_Model):
+    concurrency: int = Field(default=8, ge=1, le=64)  # items in flight per mapping run
+    max_items_per_run: int | None = Field(default=None, ge=1)
+    max_runtime: Duration | None = None
+    max_clears: int = Field(default=10, ge=0)  # absolute cap on pictures cleared in one run
+    max_clears_percent: float = Field(default=10.0, ge=0, le=100)
+    cpu_workers: int | None = Field(default=None, ge=1, le=64)  # picture normalizer threads (default: CPUs)
+
+
+class Schedule(_Model):
+    interval: Duration = 600.0
+    full_reconcile: str = "0 3 * * *"  # cron, local time of the host
+
+    @field_validator("full_reconcile")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError('must be a 5-field cron expression like "0 3 * * *"')
+        return v
+
+
+class ServerConfig(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class Match(_Model):
+    source: str  # any SuperOffice list column, e.g. code, number, orgnr, email/emailAddress, personNumber
+    target: str  # any BC field, e.g. number, email, taxRegistrationNumber
+
+
+class MappingConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    source: SourceKind
+    target: TargetKind
+    match: Match | None = None
+    pairs: dict[str, str] = Field(default_factory=dict)  # explicit source id → target number
+    on_source_blank: Literal["keep", "clear"] = "keep"
+    on_target_changed: Literal["overwrite", "keep"] = "overwrite"
+    enabled: bool = True
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _pairs_as_strings(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k).strip(): str(val).strip() for k, val in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _needs_a_rule(self) -> MappingConfig:
+        if self.match is None and not self.pairs:
+            raise ValueError("needs `match: {source: ..., target: ...}` or `pairs: {...}` (or both)")
+        for k in self.pairs:
+            if not k.isdigit():
+                raise ValueError(f"pairs: source id {k!r} must be a SuperOffice {self.source} id (a number)")
+        return self
+
+
+class Config(_Model):
+    superoffice: SuperOfficeConfig
+    businesscentral: BusinessCentralConfig
+    ledger: Path = Path("./syncd-ledger.sqlite")
+    picture: PictureConfig = Field(default_factory=PictureConfig)
+    limits: Limits = Field(default_factory=Limits)
+    schedule: Schedule = Field(default_factory=Schedule)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    shutdown_timeout: Duration = 20.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    mappings: list[MappingConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [m.name for m in self.mappings]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"mapping names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def picture_profile(self) -> PictureProfile:
+        p = self.picture
+        bg = p.background.lstrip("#")
+        return PictureProfile(
+            max_width=p.max_width,
+            max_height=p.max_height,
+            format=p.format,
+            quality=p.quality,
+            background=(int(bg[0:2], 16), int(bg[2:4], 16), int(bg[4:6], 16)),
+            max_bytes=p.max_bytes,
+            max_input_bytes=self.superoffice.max_image_bytes,
+        )
+
+    def mapping(self, name: str) -> MappingConfig:
+        for m in self.mappings:
+            if m.name == name:
+                return m
+        raise ConfigError(
+            f"no mapping named {name!r}",
+            hint=f"mappings in the config: {', '.join(m.name for m in self.mappings)}",
+        )
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or its nearest existing parent)."""
+    node = root
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _user_loc(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the tags pydantic inserts into error locations (union discriminators such as ``basic``)."""
+    out: list[int | str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # discriminated-union tag, not a key the user wrote
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _format_errors(exc: ValidationError, data: Any, root: yaml.Node | None, source: str) -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = _user_loc(data, tuple(err["loc"]))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"{source}:{line}" if line else source
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path} ({where}): {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_config(
+    text: str, *, source: str = "<config>", path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate YAML text. Raises :class:`ConfigError` with every problem, each naming key and line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a YAML mapping (key: value)")
+    context = {"config_path": path, "env": os.environ if env is None else env}
+    try:
+        config = Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(
+            _format_errors(exc, data, root, source),
+            hint="see config/example.yaml for every key with comments",
+        ) from None
+    if path is not None and config.ledger and not config.ledger.is_absolute():
+        # A relative ledger path is relative to the config file, not to wherever syncd was started.
+        config = config.model_copy(update={"ledger": (path.parent / config.ledger)})
+    return config
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. Raises :class:`ConfigError` naming the file, key and line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {p} does not exist", hint="pass -c FILE; start from config/example.yaml"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    return parse_config(text, source=str(p), path=p.resolve(), env=env)
+
+
+def literal_secret_warning(path: str | os.PathLike[str]) -> str | None:
+    """A warning when the file holds a literal secret and others may read it (see secrets.py)."""
+    return check_literal_secret_permissions(Path(path))

@@ -1,0 +1,647 @@
+"""One run of one mapping: list both sides, match, decide, normalize, write, record.
+
+The run has two phases so that nothing changes before the whole plan is known:
+
+Phase A (read only)  list targets (with picture etags) and sources, match them, read every matched
+                     source's ImageInfo fingerprint, and decide per pair with
+                     :func:`syncd.decisions.decide_before_fetch`: skip / fetch / keep / blank / clear.
+                     Safety stops are checked here: an empty source listing while the ledger knows
+                     items, or more clears than ``limits.max_clears`` — the run stops with nothing
+                     changed unless ``--force``.
+Phase B (writes)     a bounded pool of workers takes the fetch and clear items: download the source
+                     picture, hash it BEFORE any decode, decide again with
+                     :func:`syncd.decisions.decide_after_fetch`, normalize off the event loop only when
+                     needed, PATCH with ``If-Match`` = the picture etag we listed, and commit the ledger
+                     row for that item at once (a crash loses at most the items in flight).
+
+``--dry-run`` makes the target read-only and the ledger untouched: writes and clears become plan
+entries. Budgets (``max_items_per_run``, ``max_runtime``) and a stop request end phase B cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from syncd import imaging
+from syncd.businesscentral import BusinessCentralClient
+from syncd.config import Config, MappingConfig
+from syncd.decisions import Policy, Post, Pre, SourceState, TargetState, decide_after_fetch, decide_before_fetch
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    ImageError,
+    NotFoundError,
+    PreconditionFailedError,
+    SafetyStop,
+    SyncdError,
+    UnreachableError,
+)
+from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem
+from syncd.matcher import MatchResult, Pair, Problem, join
+from syncd.superoffice import SuperOfficeClient
+from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
+
+log = structlog.get_logger("syncd.engine")
+
+PENDING = "pending:"  # ledger etag prefix: written, BC did not tell the new etag; confirmed at next listing
+UNAVAILABLE = "unavailable"  # fingerprint when ImageInfo cannot be read: compare by downloading
+THUMBS_PER_RUN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    full: bool = False
+    dry_run: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """One line of a ``--dry-run`` plan (also kept for the summary of a real run's failures)."""
+
+    action: str  # write | skip | clear | keep | blank | conflict | unmatched | ambiguous | failed
+    source: str  # "contact 12"
+    target: str  # "customers C00012 (guid)"
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class RunResult:
+    mapping: str
+    mode: str
+    run_id: int | None = None
+    counts: RunCounts = field(default_factory=RunCounts)
+    outcome: str = "ok"  # ok | partial | safety_stop | budget | interrupted | failed
+    error: str | None = None
+    failures: list[PlanEntry] = field(default_factory=list)
+    problems: list[PlanEntry] = field(default_factory=list)
+    plan: list[PlanEntry] = field(default_factory=list)
+    match_problems: list[Problem] = field(default_factory=list)
+    failed_items: list[tuple[int, str, str]] = field(default_factory=list)  # (source id, target id, error)
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI draws a bar, the daemon feeds metrics. Must never raise."""
+
+    def phase(self, mapping: str, text: str, total: int | None) -> None: ...
+    def advance(self, mapping: str, outcome: Outcome) -> None: ...
+    def normalized(self, seconds: float) -> None: ...
+
+
+class NullReporter:
+    def phase(self, mapping: str, text: str, total: int | None) -> None:
+        pass
+
+    def advance(self, mapping: str, outcome: Outcome) -> None:
+        pass
+
+    def normalized(self, seconds: float) -> None:
+        pass
+
+
+Normalizer = Callable[[bytes, imaging.PictureProfile], Awaitable[imaging.NormalizedPicture]]
+
+
+def executor_normalizer(executor: Executor | None) -> Normalizer:
+    """Run :func:`syncd.imaging.normalize` in ``executor`` (threads or processes), off the loop."""
+
+    async def run(data: bytes, profile: imaging.PictureProfile) -> imaging.NormalizedPicture:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, imaging.normalize, data, profile)
+
+    return run
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(slots=True)
+class _Work:
+    pair: Pair
+    item: LedgerItem | None
+    fingerprint: str | None
+    target: TargetState
+    action: Pre
+
+
+class _StopRun(Exception):
+    """Raised inside phase B to stop taking items (budget reached, stop requested)."""
+
+
+class Engine:
+    """Runs mappings. Every collaborator is injected, so tests run the real code on the sandbox."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        source: SuperOfficeClient,
+        target: BusinessCentralClient,
+        ledger: Ledger | None,
+        normalizer: Normalizer,
+        reporter: Reporter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.target = target
+        self.ledger = ledger
+        self.normalizer = normalizer
+        self.reporter: Reporter = reporter or NullReporter()
+        self.clock = clock
+        self.stop = stop or asyncio.Event()
+        self.profile = config.picture_profile()
+        self.normalizer_version = self.profile.cache_key()
+
+    # ------------------------------------------------------------------------------------------
+    async def run_mapping(self, mapping: MappingConfig, options: RunOptions = RunOptions()) -> RunResult:
+        mode = "dry-run" if options.dry_run else ("full" if options.full else "incremental")
+        result = RunResult(mapping=mapping.name, mode=mode, started=time.time())
+        writable = not options.dry_run and self.ledger is not None
+        if writable:
+            assert self.ledger is not None
+            result.run_id = await self.ledger.start_run(mapping.name, mode)
+        bound = log.bind(mapping=mapping.name, mode=mode, run_id=result.run_id)
+        bound.info("run started")
+        try:
+            await self._run(mapping, options, result)
+        except SafetyStop as exc:
+            result.outcome, result.error = "safety_stop", str(exc)
+            bound.error("safety stop", error=str(exc))
+            raise
+        except (AuthError, UnreachableError, ApiError, SyncdError) as exc:
+            result.outcome, result.error = "failed", str(exc)
+            bound.error("run failed", error=str(exc))
+            raise
+        except asyncio.CancelledError:
+            result.outcome, result.error = "interrupted", "cancelled"
+            raise
+        finally:
+            result.finished = time.time()
+            if writable and result.run_id is not None:
+                assert self.ledger is not None
+                await asyncio.shield(
+                    self.ledger.finish_run(result.run_id, result.counts.as_dict(), result.outcome, result.error)
+                )
+            bound.info(
+                "run finished",
+                outcome=result.outcome,
+                seconds=round(result.duration, 3),
+                **{k: v for k, v in result.counts.as_dict().items() if v},
+            )
+        return result
+
+    async def _run(self, mapping: MappingConfig, options: RunOptions, result: RunResult) -> None:
+        kind: SourceKind = mapping.source
+        self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
+        match_field = mapping.match.target if mapping.match else None
+        target_fields = [match_field] if match_field else []
+        targets = [row async for row in self.target.list(mapping.target, target_fields)]
+        self.reporter.phase(mapping.name, f"listing {kind}s", None)
+        columns = [mapping.match.source] if mapping.match else []
+        sources = [row async for row in self.source.list(kind, columns)]
+        known = await self.ledger.count_items(mapping.name) if self.ledger else 0
+        if not sources and known and not options.force:
+            raise SafetyStop(
+                f"mapping {mapping.name!r}: SuperOffice listed no {kind}s, but the ledger knows {known}",
+                hint="a wrong tenant or a permissions change can look like this; check, then rerun with --force",
+            )
+
+        matched = join(
+            sources,
+            targets,
+            source_column=mapping.match.source if mapping.match else None,
+            target_field=match_field,
+            pairs=mapping.pairs,
+        )
+        del targets
+        self._report_problems(matched, result)
+        items = (
+            await self.ledger.get_items(mapping.name, kind, [p.source.id for p in matched.pairs])
+            if self.ledger
+            else {}
+        )
+        watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
+
+        # Phase A: fingerprints and first decisions (read only).
+        self.reporter.phase(mapping.name, "checking pictures", len(matched.pairs))
+        policy = Policy(on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed)
+        work = await self._plan(mapping, matched.pairs, items, policy, options)
+        clears = [w for w in work if w.action is Pre.CLEAR]
+        self._check_clear_cap(mapping, len(clears), max(known, len(work)), options)
+
+        # Record what phase A settled (skips, blanks, keeps, confirmed etags) in one batch.
+        settled: list[LedgerItem] = []
+        phase_b: list[_Work] = []
+        for w in work:
+            if w.action in (Pre.FETCH, Pre.CLEAR):
+                phase_b.append(w)
+                continue
+            outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
+            result.counts.add(outcome)
+            self.reporter.advance(mapping.name, outcome)
+            if options.dry_run:
+                result.plan.append(_plan_entry(w, w.action.value))
+            settled.append(self._checked(mapping, w, outcome))
+        if self.ledger and not options.dry_run and settled:
+            await self.ledger.record_many(settled)
+
+        # Phase B: fetch, normalize, write, clear.
+        await self._execute(mapping, phase_b, policy, options, result)
+
+        failed = result.counts.by_outcome.get(Outcome.FAILED, 0)
+        if result.outcome == "ok" and failed:
+            result.outcome = "partial"
+        if self.ledger and not options.dry_run:
+            assert result.run_id is not None
+            await self.ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
+            if result.outcome == "ok":
+                newest = max((s.updated for s in sources if s.updated), default=None)
+                if newest and (watermark is None or newest > watermark):
+                    await self.ledger.set_watermark(mapping.name, kind, newest)
+
+    # -- phase A ---------------------------------------------------------------------------------
+    async def _plan(
+        self,
+        mapping: MappingConfig,
+        pairs: list[Pair],
+        items: dict[int, LedgerItem],
+        policy: Policy,
+        options: RunOptions,
+    ) -> list[_Work]:
+        work: list[_Work | None] = [None] * len(pairs)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(pairs)):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                pair = pairs[i]
+                item = self._confirm_pending(items.get(pair.source.id), pair.target.picture)
+                fingerprint = await self._fingerprint(mapping.source, pair.source.id)
+                tstate = _target_state(pair.target.picture)
+                if item is not None and item.target_id not in (None, pair.target.id):
+                    item = None  # the key now points at another BC record: treat as a first sync there
+                action = decide_before_fetch(
+                    item,
+                    SourceState(fingerprint=fingerprint),
+                    tstate,
+                    policy,
+                    self.normalizer_version,
+                    options.full,
+                )
+                work[i] = _Work(pair, item, fingerprint, tstate, action)
+
+        n = min(self.config.superoffice.limits.concurrency, max(1, len(pairs)))
+        await asyncio.gather(*(worker() for _ in range(n)))
+        return [w for w in work if w is not None]
+
+    async def _fingerprint(self, kind: SourceKind, entity_id: int) -> str | None:
+        if not self.source.image_info_supported:
+            return UNAVAILABLE
+        try:
+            return await self.source.fingerprint(kind, entity_id)
+        except NotFoundError:
+            # The record vanished, or this installation has no ImageInfo route: decide by download.
+            return UNAVAILABLE
+
+    def _confirm_pending(self, item: LedgerItem | None, picture: TargetPicture | None) -> LedgerItem | None:
+        """A write whose reply did not carry the new etag is confirmed by the next listing: if the
+        listed picture has the dimensions we wrote, its etag is ours."""
+        if item is None or not item.target_etag or not item.target_etag.startswith(PENDING):
+            return item
+        if picture is not None and picture.present and item.target_etag == _pending_marker(
+            picture.width, picture.height
+        ):
+            return replace(item, target_etag=picture.etag)
+        return item
+
+    def _check_clear_cap(self, mapping: MappingConfig, clears: int, base: int, options: RunOptions) -> None:
+        lim = self.config.limits
+        if clears == 0 or options.force:
+            return
+        percent = 100.0 * clears / max(1, base)
+        if clears > lim.max_clears or percent > lim.max_clears_percent:
+            raise SafetyStop(
+                f"mapping {mapping.name!r} would clear {clears} Business Central pictures "
+                f"({percent:.0f}% of {base}); limits: max_clears={lim.max_clears}, "
+                f"max_clears_percent={lim.max_clears_percent:g}",
+                hint="if the SuperOffice pictures really were removed, rerun with --force",
+            )
+
+    def _checked(self, mapping: MappingConfig, w: _Work, outcome: Outcome) -> LedgerItem:
+        """The ledger row after phase A settled an item without writing."""
+        base = w.item or _new_item(mapping, w.pair)
+        if outcome is Outcome.KEPT:
+            # Someone else's picture in BC: remember its etag, and that it is not ours.
+            return replace(
+                base, target_id=w.pair.target.id, target_etag=w.target.etag, wrote_picture=False,
+                status=outcome, error=None, checked_at=now_iso(),
+            )
+        if outcome is Outcome.BLANK:
+            return replace(
+                base, target_id=w.pair.target.id, source_fingerprint=None, source_hash=None,
+                status=outcome, error=None, checked_at=now_iso(),
+            )
+        return replace(base, target_etag=w.target.etag, status=outcome, error=None, checked_at=now_iso())
+
+    def _report_problems(self, matched: MatchResult, result: RunResult) -> None:
+        result.match_problems = list(matched.problems)
+        for p in matched.problems:
+            outcome = Outcome.UNMATCHED if p.kind == "unmatched" else Outcome.AMBIGUOUS
+            for sid in p.source_ids:
+                result.counts.add(outcome)
+            result.problems.append(
+                PlanEntry(
+                    p.kind,
+                    ", ".join(str(s) for s in p.source_ids),
+                    ", ".join(p.target_ids),
+                    p.detail,
+                )
+            )
+
+    # -- phase B ---------------------------------------------------------------------------------
+    async def _execute(
+        self,
+        mapping: MappingConfig,
+        work: list[_Work],
+        policy: Policy,
+        options: RunOptions,
+        result: RunResult,
+    ) -> None:
+        limits = self.config.limits
+        deadline = self.clock() + limits.max_runtime if limits.max_runtime else None
+        queue: asyncio.Queue[_Work] = asyncio.Queue()
+        for w in work:
+            queue.put_nowait(w)
+        state = {"taken": 0, "consecutive_unreachable": 0, "thumbs": 0}
+        fatal: list[BaseException] = []
+
+        async def worker() -> None:
+            while not queue.empty() and not fatal:
+                if self.stop.is_set():
+                    result.outcome = "interrupted"
+                    return
+                if limits.max_items_per_run is not None and state["taken"] >= limits.max_items_per_run:
+                    result.outcome = "budget"
+                    result.error = f"max_items_per_run ({limits.max_items_per_run}) reached"
+                    return
+                if deadline is not None and self.clock() >= deadline:
+                    result.outcome = "budget"
+                    result.error = f"max_runtime ({limits.max_runtime:g}s) reached"
+                    return
+                w = queue.get_nowait()
+                state["taken"] += 1
+                try:
+                    outcome = await self._item(mapping, w, policy, options, result, state)
+                    state["consecutive_unreachable"] = 0
+                except AuthError as exc:
+                    fatal.append(exc)
+                    return
+                except (UnreachableError, ApiError, ImageError) as exc:
+                    outcome = Outcome.FAILED
+                    await self._failed(mapping, w, exc, options, result)
+                    if isinstance(exc, UnreachableError):
+                        state["consecutive_unreachable"] += 1
+                        if state["consecutive_unreachable"] >= max(5, 2 * limits.concurrency):
+                            fatal.append(exc)
+                            return
+                result.counts.add(outcome)
+                self.reporter.advance(mapping.name, outcome)
+
+        if work:
+            self.reporter.phase(mapping.name, "writing pictures", len(work))
+        n = min(limits.concurrency, max(1, len(work)))
+        await asyncio.gather(*(worker() for _ in range(n)))
+        if fatal:
+            raise fatal[0]
+
+    async def _item(
+        self,
+        mapping: MappingConfig,
+        w: _Work,
+        policy: Policy,
+        options: RunOptions,
+        result: RunResult,
+        state: dict[str, int],
+    ) -> Outcome:
+        pair, kind = w.pair, mapping.source
+        base = w.item or _new_item(mapping, w.pair)
+        if w.action is Pre.CLEAR:
+            if options.dry_run:
+                result.plan.append(_plan_entry(w, "clear"))
+                return Outcome.CLEARED
+            await self.target.delete_picture(mapping.target, pair.target.id, if_match=w.target.etag)
+            await self._record(replace(
+                base, target_id=pair.target.id, target_etag=None, wrote_picture=False, source_hash=None,
+                source_fingerprint=None, output_hash=None, status=Outcome.CLEARED, error=None,
+                synced_at=now_iso(), checked_at=now_iso(),
+            ))
+            return Outcome.CLEARED
+
+        data = await self.source.image(kind, pair.source.id)
+        if data is None:  # went blank between ImageInfo and download
+            if options.dry_run:
+                result.plan.append(_plan_entry(w, "blank"))
+            else:
+                await self._record(replace(base, target_id=pair.target.id, status=Outcome.BLANK,
+                                           error=None, checked_at=now_iso()))
+            return Outcome.BLANK
+        source_hash = sha256(data)
+        if decide_after_fetch(w.item, source_hash, None, w.target, self.normalizer_version) is Post.SKIP:
+            if options.dry_run:
+                result.plan.append(_plan_entry(w, "skip", "picture re-saved unchanged"))
+            else:
+                await self._record(replace(base, source_fingerprint=w.fingerprint, status=Outcome.UNCHANGED,
+                                           error=None, checked_at=now_iso()))
+            return Outcome.UNCHANGED
+        if options.dry_run:
+            result.plan.append(_plan_entry(w, "write", f"{len(data)} bytes, sha256 {source_hash[:12]}"))
+            return Outcome.WRITTEN
+
+        started = time.perf_counter()
+        out = await self.normalizer(data, self.profile)
+        self.reporter.normalized(time.perf_counter() - started)
+        result.counts.decodes += 1
+        output_hash = sha256(out.data)
+        if decide_after_fetch(w.item, source_hash, output_hash, w.target, self.normalizer_version) is Post.SKIP:
+            await self._record(replace(
+                base, source_fingerprint=w.fingerprint, source_hash=source_hash,
+                normalizer_version=self.normalizer_version, status=Outcome.UNCHANGED, error=None,
+                checked_at=now_iso(),
+            ))
+            return Outcome.UNCHANGED
+
+        etag = await self._write(mapping, w, out, policy, result)
+        if etag is None:  # policy kept the picture someone else put there
+            return Outcome.KEPT
+        await self._record(replace(
+            base, target_id=pair.target.id, target_number=pair.target.number,
+            source_fingerprint=w.fingerprint, source_hash=source_hash, output_hash=output_hash,
+            target_etag=etag, normalizer_version=self.normalizer_version, wrote_picture=True,
+            status=Outcome.WRITTEN, error=None, attempts=0, synced_at=now_iso(), checked_at=now_iso(),
+        ))
+        if self.ledger is not None and state["thumbs"] < THUMBS_PER_RUN:
+            state["thumbs"] += 1
+            await self._thumbnails(mapping, w, data, out.data)
+        return Outcome.WRITTEN
+
+    async def _write(
+        self,
+        mapping: MappingConfig,
+        w: _Work,
+        out: imaging.NormalizedPicture,
+        policy: Policy,
+        result: RunResult,
+    ) -> str | None:
+        """PATCH the picture with the listed etag; on 409/412 re-read and apply the policy.
+
+        Returns the etag to remember, or None when the policy keeps BC's picture.
+        """
+        kind, rid = mapping.target, w.pair.target.id
+        picture = w.pair.target.picture
+        etag = w.target.etag
+        if not etag:  # the listing did not carry the picture etag: read it (never send `*`)
+            picture = await self.target.get_picture(kind, rid)
+            etag = picture.etag
+        for attempt in range(2):
+            if not etag:
+                raise ApiError(
+                    f"{kind} {rid}: Business Central gave no picture etag; refusing to write blindly",
+                    status=0,
+                )
+            try:
+                new_etag = await self.target.put_picture(kind, rid, picture, out.data, if_match=etag)
+                result.counts.patches += 1
+                return new_etag or _pending_marker(out.width, out.height)
+            except PreconditionFailedError:
+                result.counts.patches += 1
+                fresh = await self.target.get_picture(kind, rid)
+                if fresh.present:
+                    current = await self.target.picture_content(kind, rid, fresh)
+                    if sha256(current) == sha256(out.data):
+                        return fresh.etag or _pending_marker(out.width, out.height)  # ours landed already
+                log.warning("picture changed in Business Central during the run", mapping=mapping.name,
+                            target=rid, policy=policy.on_target_changed, attempt=attempt + 1)
+                if policy.on_target_changed == "keep":
+                    await self._record(replace(
+                        w.item or _new_item(mapping, w.pair), target_id=rid, target_etag=fresh.etag,
+                        wrote_picture=False, status=Outcome.KEPT, error=None, checked_at=now_iso(),
+                    ))
+                    return None
+                picture, etag = fresh, fresh.etag
+        raise PreconditionFailedError(
+            f"{kind} {rid}: the picture keeps changing in Business Central; not overwritten", status=409
+        )
+
+    async def _failed(
+        self, mapping: MappingConfig, w: _Work, exc: BaseException, options: RunOptions, result: RunResult
+    ) -> None:
+        message = exc.message if isinstance(exc, SyncdError) else str(exc)
+        entry = PlanEntry("failed", f"{mapping.source} {w.pair.source.id}",
+                          f"{mapping.target} {w.pair.target.number}", message)
+        result.failures.append(entry)
+        result.failed_items.append((w.pair.source.id, w.pair.target.id, message))
+        if options.dry_run:
+            result.plan.append(entry)
+            return
+        log.warning("item failed", mapping=mapping.name, source_id=w.pair.source.id,
+                    target=w.pair.target.number, error=message)
+        base = w.item or _new_item(mapping, w.pair)
+        await self._record(replace(base, target_id=w.pair.target.id, status=Outcome.FAILED, error=message,
+                                   attempts=base.attempts + 1, checked_at=now_iso()))
+
+    async def _record(self, item: LedgerItem) -> None:
+        if self.ledger is not None:
+            await asyncio.shield(self.ledger.record(item))
+
+    async def _thumbnails(self, mapping: MappingConfig, w: _Work, source: bytes, output: bytes) -> None:
+        assert self.ledger is not None
+        thumb = imaging.PictureProfile(max_width=96, max_height=96, format="JPEG", quality=70)
+        try:
+            src = await self.normalizer(source, thumb)
+            dst = await self.normalizer(output, thumb)
+        except ImageError:
+            return
+        await self.ledger.add_recent_change(
+            mapping.name, mapping.source, w.pair.source.id, w.pair.target.number,
+            source_thumb=src.data, output_thumb=dst.data,
+        )
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _pending_marker(width: int, height: int) -> str:
+    return f"{PENDING}{width}x{height}"
+
+
+def _target_state(picture: TargetPicture | None) -> TargetState:
+    if picture is None:
+        return TargetState(etag=None, present=False)
+    return TargetState(etag=picture.etag, present=picture.present)
+
+
+def _new_item(mapping: MappingConfig, pair: Pair) -> LedgerItem:
+    return LedgerItem(
+        mapping=mapping.name,
+        source_kind=mapping.source,
+        source_id=pair.source.id,
+        target_kind=mapping.target,
+        target_id=pair.target.id,
+        target_number=pair.target.number,
+        source_fingerprint=None,
+        source_hash=None,
+        output_hash=None,
+        target_etag=None,
+        normalizer_version=None,
+        wrote_picture=False,
+        status=Outcome.BLANK,  # placeholder: every record() sets the real status
+        error=None,
+        attempts=0,
+        synced_at=None,
+        checked_at=None,
+    )
+
+
+def _plan_entry(w: _Work, action: str, detail: str = "") -> PlanEntry:
+    p = w.pair
+    return PlanEntry(
+        action,
+        f"{p.source.kind} {p.source.id}",
+        f"{p.target.kind} {p.target.number} ({p.target.id})",
+        detail,
+    )
+
+
+def _issues(mapping: MappingConfig, result: RunResult) -> list[Issue]:
+    issues: list[Issue] = []
+    for p in result.match_problems:
+        for sid in p.source_ids:
+            kind: IssueKind = "unmatched" if p.kind == "unmatched" else "ambiguous"
+            issues.append(Issue(kind=kind, source_id=sid, target_ids=p.target_ids, key=p.key, detail=p.detail))
+    for f in result.failed_items:
+        issues.append(Issue(kind="failed", source_id=f[0], target_ids=(f[1],), detail=f[2]))
+    return issues

@@ -1,0 +1,335 @@
+"""HTTP plumbing shared by both API clients: session, timeouts, rate limit, retries, Retry-After.
+
+Rules (the resilience contract):
+- 408, 429, 500, 502, 503, 504 and connection errors are retried with exponential backoff and full
+  jitter, at most ``limits.max_retries`` times per request.
+- A ``Retry-After`` (seconds or HTTP-date) closes a gate for the whole API: no request to that API
+  leaves before the instant it names, whichever worker sends it. Without one, a 429 closes the gate
+  for the backoff delay (the limit is per principal, not per request).
+- 400, 403, 404, 409, 412 are never retried here; 401 makes the auth drop its credential and the
+  request is sent once more with a fresh one.
+- A token bucket (``requests_per_second``) and a semaphore (``concurrency``) shared by all workers
+  keep us below the API's limits instead of bouncing off them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from syncd import __version__
+from syncd.auth import Auth
+from syncd.config import ApiLimits
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    UnreachableError,
+)
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+USER_AGENT = f"syncd/{__version__} (+picture mirror SuperOffice→Business Central)"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class HttpObserver(Protocol):
+    """Receives what the metrics want to count. Every method must be cheap and never raise."""
+
+    def on_response(self, api: str, method: str, status: int) -> None: ...
+    def on_retry(self, api: str, reason: str) -> None: ...
+    def on_wait(self, api: str, seconds: float) -> None: ...
+
+
+class _NullObserver:
+    def on_response(self, api: str, method: str, status: int) -> None:
+        pass
+
+    def on_retry(self, api: str, reason: str) -> None:
+        pass
+
+    def on_wait(self, api: str, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def new_session(*, connect_timeout: float = 15.0, limit: int = 100) -> aiohttp.ClientSession:
+    """One session per API per process: connection pooling, keep-alive, our User-Agent."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, enable_cleanup_closed=True),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        headers={"User-Agent": USER_AGENT},
+        raise_for_status=False,
+        auto_decompress=True,
+    )
+
+
+def parse_retry_after(value: str | None, *, now_wall: float) -> float | None:
+    """Seconds to wait according to a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now_wall)
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up. ``acquire`` waits for one token."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float], sleep: Sleep) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> float:
+        """Take a token; returns how long we waited."""
+        waited = 0.0
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return waited
+                delay = (1 - self._tokens) / self.rate
+                waited += delay
+                await self._sleep(delay)
+
+
+def error_detail(body: bytes) -> tuple[str | None, str]:
+    """(code, message) from a BC ``{"error":{"code","message"}}`` or SO ``{"ErrorMessage"}`` body."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        text = body[:200].decode("utf-8", "replace").strip()
+        return None, " ".join(text.split())
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            return err.get("code"), str(err.get("message", "")).strip()
+        if "ErrorMessage" in data:
+            return data.get("ErrorType"), str(data.get("ErrorMessage") or "")
+        if isinstance(err, str):  # OAuth style
+            return err, str(data.get("error_description", "")).split("\r\n")[0]
+    return None, str(data)[:200]
+
+
+class ApiClient:
+    """Sends requests to one API with its auth, limits and retry policy."""
+
+    def __init__(
+        self,
+        *,
+        api: str,
+        session: aiohttp.ClientSession,
+        auth: Auth,
+        limits: ApiLimits,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        observer: HttpObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api = api
+        self.session = session
+        self.auth = auth
+        self.limits = limits
+        self._clock = clock
+        self._wall = wall_clock
+        self._sleep = sleep
+        self._observer: HttpObserver = observer or _NullObserver()
+        self._rng = rng or random.Random()
+        self._bucket = TokenBucket(
+            limits.requests_per_second,
+            burst if burst is not None else limits.requests_per_second,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._gate_until = 0.0  # monotonic instant before which nothing may be sent
+        self.requests_sent = 0
+
+    # -- the gate -------------------------------------------------------------------------------
+    def _close_gate(self, seconds: float) -> None:
+        # A small margin so that a server comparing with its own clock never sees us early.
+        self._gate_until = max(self._gate_until, self._clock() + seconds + 0.05)
+
+    async def _wait_gate(self) -> None:
+        while True:
+            delay = self._gate_until - self._clock()
+            if delay <= 0:
+                return
+            self._observer.on_wait(self.api, delay)
+            await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)].
+        return self._rng.uniform(0.1, min(30.0, 0.5 * 2**attempt))
+
+    # -- requests -------------------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        ok: tuple[int, ...] = (200,),
+        allow: tuple[int, ...] = (),
+        max_bytes: int | None = None,
+        what: str = "",
+    ) -> Response:
+        """Send with retries. Returns a response whose status is in ``ok`` or ``allow``;
+        raises a :mod:`syncd.errors` exception for anything else."""
+        attempt = 0
+        auth_retried = False
+        what = what or f"{method} {url.split('?')[0]}"
+        while True:
+            await self._wait_gate()
+            waited = await self._bucket.acquire()
+            if waited > 0.001:
+                self._observer.on_wait(self.api, waited)
+            async with self._slots:
+                await self._wait_gate()  # a Retry-After may have arrived while we queued
+                auth_headers = await self.auth.headers(self.session)
+                sent = {**(headers or {}), **auth_headers}
+                try:
+                    resp = await self._send(method, url, params, sent, data, max_bytes)
+                except _TooLarge as exc:
+                    raise ApiError(f"{what}: response larger than {exc.limit} bytes", status=200) from None
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    reason = type(exc).__name__
+                    self._observer.on_response(self.api, method, 0)
+                    if attempt >= self.limits.max_retries:
+                        raise UnreachableError(
+                            f"{what}: {self.api} unreachable after {attempt + 1} attempts ({reason}: {exc})",
+                            hint="check the base_url, DNS and network; syncd retries on the next run",
+                        ) from None
+                    self._observer.on_retry(self.api, reason)
+                    delay = self._backoff(attempt)
+                    attempt += 1
+                    await self._sleep(delay)
+                    continue
+            self._observer.on_response(self.api, method, resp.status)
+            if resp.status in ok or resp.status in allow:
+                return resp
+            if resp.status == 401 and not auth_retried and await self.auth.invalidate(sent):
+                auth_retried = True
+                continue
+            if resp.status in RETRY_STATUSES:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_wall=self._wall())
+                if retry_after is not None and retry_after > self.limits.max_retry_wait:
+                    raise UnreachableError(
+                        f"{what}: {self.api} asks us to wait {retry_after:.0f}s (HTTP {resp.status}), "
+                        f"longer than limits.max_retry_wait ({self.limits.max_retry_wait:.0f}s)",
+                        hint="the API is throttling or in maintenance; the next run will continue",
+                    )
+                if attempt >= self.limits.max_retries:
+                    code, msg = error_detail(resp.body)
+                    raise UnreachableError(
+                        f"{what}: HTTP {resp.status} after {attempt + 1} attempts: {msg or code or ''}".rstrip(),
+                        hint="the API is throttling or failing; the next run will continue",
+                    )
+                delay = retry_after if retry_after is not None else self._backoff(attempt)
+                self._observer.on_retry(self.api, str(resp.status))
+                attempt += 1
+                if retry_after is not None or resp.status == 429:
+                    self._close_gate(delay)  # everyone waits, not just this request
+                else:
+                    await self._sleep(delay)
+                continue
+            raise self._error(resp, what)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        data: bytes | None,
+        max_bytes: int | None,
+    ) -> Response:
+        timeout = aiohttp.ClientTimeout(total=self.limits.timeout, sock_connect=self.limits.connect_timeout)
+        self.requests_sent += 1
+        async with self.session.request(
+            method, url, params=params, headers=headers, data=data, timeout=timeout, allow_redirects=False
+        ) as resp:
+            if max_bytes is not None and (resp.content_length or 0) > max_bytes:
+                raise _TooLarge(max_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(65536):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise _TooLarge(max_bytes)
+                chunks.append(chunk)
+            return Response(resp.status, dict(resp.headers), b"".join(chunks), str(resp.url))
+
+    def _error(self, resp: Response, what: str) -> ApiError | AuthError:
+        code, msg = error_detail(resp.body)
+        text = f"{what}: HTTP {resp.status}" + (f" {code}" if code else "") + (f": {msg}" if msg else "")
+        if resp.status == 401:
+            return AuthError(text, hint=f"the {self.api} credentials were rejected; run `syncd check`")
+        if resp.status == 403:
+            return PermissionDeniedError(
+                text,
+                status=403,
+                code=code,
+                hint=(
+                    "the Entra app needs a permission set in Business Central (Microsoft Entra "
+                    "applications page) that allows reading and modifying these records"
+                    if self.api == "businesscentral"
+                    else "the SuperOffice user lacks rights for this data"
+                ),
+            )
+        if resp.status == 404:
+            return NotFoundError(text, status=404, code=code)
+        if resp.status in (409, 412):
+            return PreconditionFailedError(text, status=resp.status, code=code)
+        return ApiError(text, status=resp.status, code=code)
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+

@@ -1,0 +1,170 @@
+"""What people read in the terminal: the progress bar, the end-of-run summary, the dry-run plan and
+``syncd status``. Rendering only; the numbers come from the engine and the ledger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from syncd.jobs import MappingOutcome
+from syncd.types import Outcome
+
+SUMMARY_COLUMNS = [
+    Outcome.WRITTEN, Outcome.UNCHANGED, Outcome.BLANK, Outcome.CLEARED, Outcome.KEPT,
+    Outcome.UNMATCHED, Outcome.AMBIGUOUS, Outcome.FAILED,
+]
+MAX_LISTED = 25
+
+
+class ProgressReporter:
+    """A rich progress bar per mapping phase (only on a TTY; elsewhere the JSON log says it all)."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[mapping]}[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def phase(self, mapping: str, text: str, total: int | None) -> None:
+        task = self._tasks.get(mapping)
+        if task is None:
+            self._tasks[mapping] = self.progress.add_task(text, total=total, mapping=mapping)
+        else:
+            self.progress.reset(task, total=total, description=text)
+
+    def advance(self, mapping: str, outcome: Outcome) -> None:
+        task = self._tasks.get(mapping)
+        if task is not None:
+            self.progress.advance(task)
+
+    def normalized(self, seconds: float) -> None:
+        pass
+
+
+def print_summary(console: Console, outcomes: Sequence[MappingOutcome], *, dry_run: bool) -> None:
+    title = "syncd — dry run (nothing was changed)" if dry_run else "syncd — run summary"
+    table = Table(title=title, title_justify="left")
+    table.add_column("mapping")
+    for o in SUMMARY_COLUMNS:
+        label = {"written": "would write" if dry_run else "written", "cleared": "would clear" if dry_run else "cleared"}
+        table.add_column(label.get(o.value, o.value), justify="right")
+    table.add_column("PATCH", justify="right")
+    table.add_column("decoded", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("outcome")
+    for mo in outcomes:
+        if mo.result is None:
+            table.add_row(mo.mapping, *[""] * (len(SUMMARY_COLUMNS) + 3), f"[red]{_error_kind(mo)}[/]")
+            continue
+        r = mo.result
+        c = r.counts.as_dict()
+        style = {"ok": "green", "partial": "yellow"}.get(r.outcome, "red")
+        table.add_row(
+            mo.mapping,
+            *[str(c.get(o.value, 0)) for o in SUMMARY_COLUMNS],
+            str(c["patches"]),
+            str(c["decodes"]),
+            f"{r.duration:.1f}s",
+            f"[{style}]{r.outcome}[/]",
+        )
+    console.print(table)
+    for mo in outcomes:
+        if mo.error is not None:
+            console.print(f"[red]✗ {mo.mapping}:[/] {mo.error.message}")
+            if mo.error.hint:
+                console.print(f"  hint: {mo.error.hint}")
+        if mo.result is None:
+            continue
+        r = mo.result
+        if r.error and r.outcome not in ("ok", "partial"):
+            console.print(f"[yellow]! {mo.mapping}: {r.outcome}: {r.error}[/]")
+        _listing(console, f"{mo.mapping}: failed", [(e.source, e.target, e.detail) for e in r.failures])
+        _listing(
+            console,
+            f"{mo.mapping}: not written (unmatched / ambiguous)",
+            [(f"{e.action} {e.source}", e.target, e.detail) for e in r.problems],
+        )
+
+
+def _listing(console: Console, title: str, rows: list[tuple[str, str, str]]) -> None:
+    if not rows:
+        return
+    console.print(f"[bold]{title}[/] ({len(rows)})")
+    for source, target, detail in rows[:MAX_LISTED]:
+        arrow = f" → {target}" if target else ""
+        console.print(f"  {source}{arrow}: {detail}", highlight=False, markup=False)
+    if len(rows) > MAX_LISTED:
+        console.print(f"  … and {len(rows) - MAX_LISTED} more (see `syncd status`)")
+
+
+def _error_kind(mo: MappingOutcome) -> str:
+    return type(mo.error).__name__ if mo.error else "error"
+
+
+def print_plan(out: IO[str], outcomes: Sequence[MappingOutcome]) -> None:
+    """The dry-run plan, one line per item: ``ACTION  SOURCE  →  TARGET  DETAIL``."""
+    for mo in outcomes:
+        if mo.result is None:
+            continue
+        for e in [*mo.result.plan, *mo.result.problems]:
+            line = f"{mo.mapping}\t{e.action}\t{e.source}\t{e.target}"
+            out.write(line + (f"\t{e.detail}" if e.detail else "") + "\n")
+
+
+def outcomes_json(outcomes: Sequence[MappingOutcome]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for mo in outcomes:
+        row: dict[str, Any] = {"mapping": mo.mapping, "exit_code": int(mo.exit_code)}
+        if mo.error is not None:
+            row["error"] = mo.error.message
+        if mo.result is not None:
+            r = mo.result
+            row.update(outcome=r.outcome, counts=r.counts.as_dict(), seconds=round(r.duration, 3))
+            row["failures"] = [_entry(e) for e in r.failures]
+        rows.append(row)
+    return rows
+
+
+def _entry(e: Any) -> dict[str, str]:
+    return {"action": e.action, "source": e.source, "target": e.target, "detail": e.detail}
+
+
+def print_status(console: Console, status: dict[str, Any]) -> None:
+    table = Table(title="syncd — last runs", title_justify="left")
+    for col in ("mapping", "started", "mode", "outcome", "written", "unchanged", "failed", "unmatched",
+                "ambiguous", "seconds"):
+        table.add_column(col)
+    for run in status["runs"]:
+        c = run.get("counts", {})
+        table.add_row(
+            run["mapping"], run["started_at"] or "", run["mode"], run["outcome"] or "running",
+            str(c.get("written", 0)), str(c.get("unchanged", 0)), str(c.get("failed", 0)),
+            str(c.get("unmatched", 0)), str(c.get("ambiguous", 0)), str(run.get("seconds", "")),
+        )
+    console.print(table)
+    console.print(f"ledger: {status['ledger']} — {status['items']} items")
+    issues = status["issues"]
+    for kind in ("failed", "ambiguous", "unmatched"):
+        rows = [i for i in issues if i["kind"] == kind]
+        _listing(console, kind, [(f"{i['mapping']} {i['source']}", i["target"], i["detail"]) for i in rows])
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)

@@ -1,0 +1,172 @@
+"""Wiring: config → sessions, auth, API clients, ledger, normalizer pool, engine.
+
+The CLI's one-shot run, ``syncd check`` and the daemon all build their collaborators here, so that
+there is exactly one place that decides how a config becomes running objects. Tests build the same
+objects against the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from syncd.auth import (
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    ClientCredentialsAuth,
+    SOTicketAuth,
+    SuperOfficeSystemUserAuth,
+)
+from syncd.businesscentral import BusinessCentralClient
+from syncd.config import (
+    BCBasicAuth,
+    BCBearerAuth,
+    BCClientCredentials,
+    BusinessCentralConfig,
+    Config,
+    SOBasicAuth,
+    SOBearerAuth,
+    SOTicketAuthConfig,
+    SuperOfficeConfig,
+)
+from syncd.engine import Engine, Reporter, executor_normalizer
+from syncd.http import ApiClient, HttpObserver, new_session
+from syncd.ledger import Ledger
+from syncd.superoffice import SuperOfficeClient
+
+
+def superoffice_auth(cfg: SuperOfficeConfig, clock: Callable[[], float] = time.time) -> Auth:
+    a = cfg.auth
+    if isinstance(a, SOBasicAuth):
+        return BasicAuth(username=a.username, password=a.password)
+    if isinstance(a, SOTicketAuthConfig):
+        return SOTicketAuth(ticket=a.ticket, app_token=a.app_token)
+    if isinstance(a, SOBearerAuth):
+        return BearerAuth(token=a.token, app_token=a.app_token)
+    login_url = a.login_url or _default_so_login_url(cfg.base_url)
+    return SuperOfficeSystemUserAuth(
+        login_url=login_url,
+        context_identifier=a.context_identifier or cfg.context_identifier,
+        application_token=a.application_token,
+        system_user_token=a.system_user_token,
+        private_key_pem=a.private_key,
+        clock=clock,
+    )
+
+
+def _default_so_login_url(base_url: str) -> str:
+    """``https://sod2.superoffice.com/Cust1/api/v1`` → ``https://sod.superoffice.com/login``.
+
+    Online tenants live on load-balanced hosts (sod2, online3…) while the login service is on the
+    environment's main host; onsite and sandbox installations serve ``/Login`` on their own host.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if host.endswith(".superoffice.com"):
+        env = host.split(".")[0].rstrip("0123456789")
+        return f"{parts.scheme}://{env}.superoffice.com/login"
+    return f"{parts.scheme}://{parts.netloc}/Login"
+
+
+def businesscentral_auth(cfg: BusinessCentralConfig, clock: Callable[[], float] = time.time) -> Auth:
+    a = cfg.auth
+    if isinstance(a, BCClientCredentials):
+        return ClientCredentialsAuth(
+            tenant_id=a.tenant_id,
+            client_id=a.client_id,
+            client_secret=a.client_secret,
+            scope=a.scope,
+            token_url=a.token_url,
+            clock=clock,
+        )
+    if isinstance(a, BCBasicAuth):
+        return BasicAuth(username=a.username, password=a.password)
+    assert isinstance(a, BCBearerAuth)
+    return BearerAuth(token=a.token, app_token=None)
+
+
+@dataclass
+class Runtime:
+    config: Config
+    so_api: ApiClient
+    bc_api: ApiClient
+    source: SuperOfficeClient
+    target: BusinessCentralClient
+    ledger: Ledger | None
+    engine: Engine
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config,
+    *,
+    read_only_ledger: bool = False,
+    reporter: Reporter | None = None,
+    observer: HttpObserver | None = None,
+    stop: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.time,
+    open_ledger: bool = True,
+) -> AsyncIterator[Runtime]:
+    """Everything a run needs, closed again in reverse order on exit."""
+    async with AsyncExitStack() as stack:
+        so_session = await stack.enter_async_context(
+            new_session(connect_timeout=config.superoffice.limits.connect_timeout)
+        )
+        bc_session = await stack.enter_async_context(
+            new_session(connect_timeout=config.businesscentral.limits.connect_timeout)
+        )
+        so_api = ApiClient(
+            api="superoffice",
+            session=so_session,
+            auth=superoffice_auth(config.superoffice, clock),
+            limits=config.superoffice.limits,
+            observer=observer,
+        )
+        bc_api = ApiClient(
+            api="businesscentral",
+            session=bc_session,
+            auth=businesscentral_auth(config.businesscentral, clock),
+            limits=config.businesscentral.limits,
+            burst=config.businesscentral.limits.burst,
+            observer=observer,
+        )
+        source = SuperOfficeClient(
+            so_api,
+            config.superoffice.base_url,
+            page_size=config.superoffice.page_size,
+            max_image_bytes=config.superoffice.max_image_bytes,
+        )
+        target = BusinessCentralClient(
+            bc_api,
+            config.businesscentral.base_url,
+            config.businesscentral.company,
+            page_size=config.businesscentral.page_size,
+        )
+        ledger: Ledger | None = None
+        if open_ledger:
+            if read_only_ledger:
+                ledger = await Ledger.open(config.ledger, readonly=True) if config.ledger.exists() else None
+            else:
+                ledger = await Ledger.open(config.ledger)
+            if ledger is not None:
+                stack.push_async_callback(ledger.close)
+        workers = config.limits.cpu_workers or os.cpu_count() or 1
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalize"))
+        engine = Engine(
+            config=config,
+            source=source,
+            target=target,
+            ledger=ledger,
+            normalizer=executor_normalizer(executor),
+            reporter=reporter,
+            stop=stop,
+        )
+        yield Runtime(config, so_api, bc_api, source, target, ledger, engine)
+
