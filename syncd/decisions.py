@@ -11,6 +11,8 @@ Terms
     ours      the BC picture is the one we last wrote: ``item.wrote_picture``, same BC record
               (``item.target_id == target.target_id``), and the listed etag equals ``item.target_etag``
               (both known). An unknown etag (``None``) on either side never counts as "ours".
+    comparable  a source fingerprint that proves "unchanged" when equal: not blank and not
+              :data:`FINGERPRINT_UNAVAILABLE` (ImageInfo unreadable: decide by downloading).
     done      ``item.status`` is ``written`` or ``unchanged``: the last run left BC mirroring the source.
     foreign   BC has a picture (``target.present``) that is not ours: a first sync onto a record that
               already had one, a picture replaced in BC since we wrote it, or a match that moved to a
@@ -26,7 +28,8 @@ Phase 1 — ``decide_before_fetch`` (first matching row wins)
                                                                                            keep → KEEP,
                                                                                            clear → CLEAR
     B3    blank                BC picture is foreign (never clear what we did not write)   BLANK
-    S1    picture, not full    done, ours, same fingerprint, same normalizer version       SKIP
+    S1    picture, not full    comparable fingerprint equal to the item's; done; ours;     SKIP
+                               same normalizer version
     T1    picture              BC picture is foreign                                       on_target_changed:
                                                                                            keep → KEEP,
                                                                                            overwrite → FETCH
@@ -80,14 +83,15 @@ What the engine must record for these decisions to stay right (the table relies 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from syncd.ledger import LedgerItem
 from syncd.types import Outcome
 
 __all__ = [
     "DONE_STATUSES",
+    "FINGERPRINT_UNAVAILABLE",
     "Policy",
     "Post",
     "Pre",
@@ -110,9 +114,18 @@ class Policy:
     on_target_changed: Literal["overwrite", "keep"] = "overwrite"
 
 
+FINGERPRINT_UNAVAILABLE: Final = "unavailable"
+"""Fingerprint for "has a picture, or might: ImageInfo could not be read". Never matches, so the item is
+downloaded and compared by source hash (rows P2/P3) instead of being skipped on the fingerprint."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceState:
-    """The source picture as known before download. ``fingerprint=None``: the source has no picture."""
+    """The source picture as known before download.
+
+    ``fingerprint=None``: the source has no picture. :data:`FINGERPRINT_UNAVAILABLE`: unknown, decide by
+    downloading.
+    """
 
     fingerprint: str | None
 
@@ -120,18 +133,25 @@ class SourceState:
     def blank(self) -> bool:
         return self.fingerprint is None
 
+    @property
+    def comparable(self) -> bool:
+        """Whether an equal fingerprint proves an unchanged picture."""
+        return self.fingerprint is not None and self.fingerprint != FINGERPRINT_UNAVAILABLE
+
 
 @dataclass(frozen=True, slots=True)
 class TargetState:
     """The matched BC record's picture as listed now.
 
-    ``target_id`` is the BC record's SystemId: a ledger row for another record (the match moved) says
-    nothing about this one. ``etag`` is the picture's etag, ``None`` if BC did not report one.
+    ``etag`` is the picture's etag, ``None`` if BC did not report one. ``target_id`` is the BC record's
+    SystemId: a ledger row about another record (the match moved) says nothing about this one, so with
+    ``target_id`` given the table treats such a row as a first sync. ``None`` means the caller has
+    already checked that ``item`` is about this record (or passes ``item=None`` when it is not).
     """
 
     etag: str | None
     present: bool
-    target_id: str = field(kw_only=True)
+    target_id: str | None = None
 
 
 class Pre(enum.StrEnum):
@@ -156,7 +176,7 @@ def owns_target_picture(item: LedgerItem | None, target: TargetState) -> bool:
     return (
         item is not None
         and item.wrote_picture
-        and item.target_id == target.target_id
+        and (target.target_id is None or item.target_id == target.target_id)
         and item.target_etag is not None
         and target.etag == item.target_etag
     )
@@ -189,6 +209,7 @@ def decide_before_fetch(
     if (
         not full
         and item is not None
+        and source.comparable
         and _done_and_ours(item, target)
         and source.fingerprint == item.source_fingerprint
         and normalizer_version == item.normalizer_version
