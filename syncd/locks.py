@@ -162,10 +162,10 @@ class MappingLock:
         *,
         command: str | None = None,
     ) -> None:
+        self._fd: int | None = None
         self.path = lock_path(ledger_path, mapping)
         self.mapping = mapping
         self.command = command or _default_command()
-        self._fd: int | None = None
 
     @property
     def held(self) -> bool:
@@ -254,7 +254,7 @@ class MappingLock:
 
     def __del__(self) -> None:
         # A lock object dropped without release (a bug elsewhere) must not keep the mapping locked.
-        fd = self._fd
+        fd = getattr(self, "_fd", None)
         if fd is not None:
             self._fd = None
             with contextlib.suppress(OSError):
