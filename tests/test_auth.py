@@ -1,0 +1,485 @@
+"""Authentication against the sandbox's token endpoints: caching, refresh, 401 handling, failure hints.
+
+The Entra ID side runs the sandbox's :class:`~syncd.sandbox.entra.EntraEmulator` in-process next to a
+one-route "API" that accepts only its live tokens. All clocks are one fake clock, so hours pass in
+microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from syncd.auth import (
+    BC_SCOPE,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    ClientCredentialsAuth,
+    SOTicketAuth,
+)
+from syncd.errors import AuthError, ConfigError, ExitCode, UnreachableError
+from syncd.sandbox.entra import EntraEmulator, TokenProblem
+from syncd.secrets import Secret
+
+TENANT = "sandbox-tenant"
+CLIENT_ID = "00000000-0000-0000-0000-00000000c11e"
+CLIENT_SECRET = "sandbox-bc-secret"
+T0 = 1_750_000_000.0
+
+
+class FakeClock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+@dataclass
+class TokenSite:
+    """The Entra emulator plus a protected API route on one in-process server."""
+
+    entra: EntraEmulator
+    server: TestServer
+    session: aiohttp.ClientSession
+    clock: FakeClock
+    token_requests: int = 0
+    api_401s: int = 0
+    token_delay: float = 0.0
+    token_outage: bool = False  # token endpoint answers 503
+    outage_count: int = 0  # answer 503 to this many token requests, then recover
+    api_refuses_all: bool = False  # the API answers 401 to every token (app not enabled in BC)
+    used_tokens: list[tuple[str, float]] = field(default_factory=list)  # (token, seconds to its expiry)
+
+    @property
+    def token_url(self) -> str:
+        return str(self.server.make_url(f"/{TENANT}/oauth2/v2.0/token"))
+
+    @property
+    def api_url(self) -> str:
+        return str(self.server.make_url("/api/ping"))
+
+    def auth(self, **kw: Any) -> ClientCredentialsAuth:
+        kw.setdefault("client_secret", Secret(CLIENT_SECRET))
+        kw.setdefault("retry_backoff", 0.0)
+        return ClientCredentialsAuth(
+            tenant_id=kw.pop("tenant_id", TENANT),
+            client_id=kw.pop("client_id", CLIENT_ID),
+            token_url=kw.pop("token_url") if "token_url" in kw else self.token_url,
+            clock=self.clock,
+            **kw,
+        )
+
+
+async def start_token_site(entra: EntraEmulator, clock: FakeClock) -> TokenSite:
+    site: TokenSite
+
+    @web.middleware
+    async def count(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Any:
+        if request.path.endswith("/token"):
+            site.token_requests += 1
+            if site.token_delay:
+                await asyncio.sleep(site.token_delay)
+            if site.token_outage or site.outage_count > 0:
+                site.outage_count -= 1
+                return web.json_response({"error": "temporarily_unavailable"}, status=503)
+        return await handler(request)
+
+    async def ping(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+        try:
+            info = entra.validate(token)
+        except TokenProblem as problem:
+            site.api_401s += 1
+            return web.json_response(
+                {"error": {"code": "Unauthorized", "message": problem.reason}}, status=401
+            )
+        if site.api_refuses_all:
+            site.api_401s += 1
+            return web.json_response(
+                {"error": {"code": "Unauthorized", "message": "app not enabled"}}, status=401
+            )
+        site.used_tokens.append((token, info.expires_at - clock()))
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[count])
+    entra.add_routes(app)
+    app.router.add_get("/api/ping", ping)
+    server = TestServer(app, port=0)
+    await server.start_server()
+    site = TokenSite(entra=entra, server=server, session=aiohttp.ClientSession(), clock=clock)
+    return site
+
+
+@pytest.fixture
+async def bc() -> AsyncIterator[TokenSite]:
+    clock = FakeClock()
+    entra = EntraEmulator(tenant=TENANT, clients={CLIENT_ID: CLIENT_SECRET}, clock=clock)
+    site = await start_token_site(entra, clock)
+    try:
+        yield site
+    finally:
+        await site.session.close()
+        await site.server.close()
+
+
+async def call_api(auth: Auth, session: aiohttp.ClientSession, url: str) -> int:
+    """What an API client does: send with auth headers; on 401 invalidate and retry once if told to."""
+    headers = await auth.headers(session)
+    async with session.get(url, headers=headers) as resp:
+        status = resp.status
+    if status == 401 and await auth.invalidate(headers):
+        headers = await auth.headers(session)
+        async with session.get(url, headers=headers) as resp:
+            status = resp.status
+    return status
+
+
+# -- Entra ID client credentials -------------------------------------------------------------------------
+
+
+async def test_token_is_fetched_once_for_many_api_calls(bc: TokenSite) -> None:
+    auth = bc.auth()
+    statuses = [await call_api(auth, bc.session, bc.api_url) for _ in range(50)]
+    assert statuses == [200] * 50
+    assert bc.token_requests == 1
+    assert auth.fetch_count == 1
+
+
+async def test_token_is_refreshed_before_expiry_so_no_401_ever_happens(bc: TokenSite) -> None:
+    auth = bc.auth()
+    hours = 5
+    for _ in range(hours * 3600 // 30):  # a call every 30 s for five hours
+        assert await call_api(auth, bc.session, bc.api_url) == 200
+        bc.clock.advance(30)
+    assert bc.api_401s == 0
+    # 3599 s tokens renewed 300 s early: a new token every 3299 s at most
+    assert bc.token_requests == math.ceil(hours * 3600 / 3300)
+    assert min(left for _, left in bc.used_tokens) >= 299
+
+
+async def test_short_lived_tokens_are_renewed_at_ninety_percent_of_their_life() -> None:
+    clock = FakeClock()
+    entra = EntraEmulator(tenant=TENANT, clients={CLIENT_ID: CLIENT_SECRET}, clock=clock, token_lifetime=600)
+    site = await start_token_site(entra, clock)
+    try:
+        auth = site.auth()
+        await auth.headers(site.session)
+        clock.advance(539)
+        await auth.headers(site.session)
+        assert site.token_requests == 1
+        clock.advance(1)
+        await auth.headers(site.session)
+        assert site.token_requests == 2
+    finally:
+        await site.session.close()
+        await site.server.close()
+
+
+async def test_401_after_revocation_refreshes_exactly_once(bc: TokenSite) -> None:
+    auth = bc.auth()
+    assert await call_api(auth, bc.session, bc.api_url) == 200
+    bc.entra.revoke_all()
+    assert await call_api(auth, bc.session, bc.api_url) == 200  # the caller never sees the 401
+    assert bc.api_401s == 1
+    assert bc.token_requests == 2
+    assert await call_api(auth, bc.session, bc.api_url) == 200
+    assert bc.token_requests == 2
+
+
+async def test_concurrent_401s_share_one_refresh(bc: TokenSite) -> None:
+    auth = bc.auth()
+    await call_api(auth, bc.session, bc.api_url)
+    bc.entra.revoke_all()
+    bc.token_delay = 0.02
+    statuses = await asyncio.gather(*(call_api(auth, bc.session, bc.api_url) for _ in range(20)))
+    assert statuses == [200] * 20
+    assert bc.api_401s == 20
+    assert bc.token_requests == 2
+
+
+async def test_a_late_401_for_an_already_replaced_token_keeps_the_new_one(bc: TokenSite) -> None:
+    auth = bc.auth()
+    old = await auth.headers(bc.session)
+    bc.entra.revoke_all()
+    assert await auth.invalidate(old) is True
+    new = await auth.headers(bc.session)
+    assert new != old
+    assert await auth.invalidate(old) is True  # a slow request that still carried the old token
+    assert await auth.headers(bc.session) == new
+    assert bc.token_requests == 2
+
+
+async def test_a_fresh_token_refused_again_is_not_renewed_on_every_call(bc: TokenSite) -> None:
+    auth = bc.auth()
+    bc.api_refuses_all = True  # e.g. the app is not enabled on BC's "Microsoft Entra applications" page
+    assert await call_api(auth, bc.session, bc.api_url) == 401
+    assert bc.token_requests == 2  # the original and one renewal after the first 401
+    for _ in range(10):
+        assert await call_api(auth, bc.session, bc.api_url) == 401
+    assert bc.token_requests == 2  # no token storm
+    bc.clock.advance(120)  # a while later a 401 may be an expiry again: one more renewal is allowed
+    assert await call_api(auth, bc.session, bc.api_url) == 401
+    assert bc.token_requests == 3
+
+
+async def test_concurrent_first_callers_share_one_token_request(bc: TokenSite) -> None:
+    auth = bc.auth()
+    bc.token_delay = 0.05
+    headers = await asyncio.gather(*(auth.headers(bc.session) for _ in range(25)))
+    assert bc.token_requests == 1
+    assert len({h["Authorization"] for h in headers}) == 1
+    bc.clock.advance(3400)  # inside the refresh margin: every caller wants a new token at once
+    headers = await asyncio.gather(*(auth.headers(bc.session) for _ in range(25)))
+    assert bc.token_requests == 2
+    assert len({h["Authorization"] for h in headers}) == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_refresh(bc: TokenSite) -> None:
+    auth = bc.auth()
+    bc.token_delay = 0.05
+    first = asyncio.ensure_future(auth.headers(bc.session))
+    second = asyncio.ensure_future(auth.headers(bc.session))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert (await second)["Authorization"].startswith("Bearer ")
+    assert bc.token_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "hint_part"),
+    [
+        (
+            {"client_secret": Secret("not-the-secret-xyz")},
+            "AADSTS7000215",
+            "client_secret is wrong or expired",
+        ),
+        (
+            {"client_id": "11111111-2222-3333-4444-555555555555"},
+            "AADSTS700016",
+            "client_id 11111111-2222-3333-4444-555555555555 not found in tenant",
+        ),
+        ({"tenant_id": "other-tenant"}, "AADSTS90002", "tenant_id other-tenant does not exist"),
+        ({"scope": "openid"}, "invalid scope", "for Business Central the scope is " + BC_SCOPE),
+        ({"scope": "https://graph.microsoft.com/.default"}, "AADSTS500011", "has Business Central"),
+    ],
+)
+async def test_entra_failures_become_auth_errors_with_specific_hints(
+    bc: TokenSite, change: dict[str, Any], code: str, hint_part: str
+) -> None:
+    tenant = change.get("tenant_id", TENANT)
+    auth = bc.auth(token_url=str(bc.server.make_url(f"/{tenant}/oauth2/v2.0/token")), **change)
+    with pytest.raises(AuthError) as e:
+        await auth.headers(bc.session)
+    assert code in e.value.message
+    assert e.value.hint is not None and hint_part in e.value.hint
+    assert e.value.exit_code == ExitCode.AUTH
+    assert CLIENT_SECRET not in str(e.value) and "not-the-secret-xyz" not in str(e.value)
+
+
+async def test_unreachable_token_endpoint_is_unreachable_error_not_auth_error(bc: TokenSite) -> None:
+    port = bc.server.port
+    await bc.server.close()  # nothing listens there any more
+    auth = bc.auth(token_url=f"http://127.0.0.1:{port}/{TENANT}/oauth2/v2.0/token", attempts=2)
+    with pytest.raises(UnreachableError) as e:
+        await auth.headers(bc.session)
+    assert f"127.0.0.1:{port}" in str(e.value)
+    assert e.value.exit_code == ExitCode.RETRYABLE
+
+
+async def test_token_endpoint_timeout_is_unreachable_error(bc: TokenSite) -> None:
+    bc.token_delay = 0.5
+    auth = bc.auth(timeout=0.05, attempts=1)
+    with pytest.raises(UnreachableError, match="no answer within"):
+        await auth.headers(bc.session)
+
+
+async def test_token_endpoint_5xx_is_retried(bc: TokenSite) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(s: float) -> None:
+        sleeps.append(s)
+
+    bc.outage_count = 2
+    auth = bc.auth(attempts=3, retry_backoff=0.5, sleep=sleep)
+    assert (await auth.headers(bc.session))["Authorization"].startswith("Bearer ")
+    assert bc.token_requests == 3
+    assert sleeps == [0.5, 1.0]
+
+
+async def test_renewal_failing_on_the_network_keeps_the_still_valid_token(bc: TokenSite) -> None:
+    auth = bc.auth(attempts=1)
+    assert await call_api(auth, bc.session, bc.api_url) == 200
+    bc.token_outage = True
+    bc.clock.advance(3400)  # renewal due, token valid for 199 s more
+    assert await call_api(auth, bc.session, bc.api_url) == 200
+    requests_during_outage = bc.token_requests
+    bc.clock.advance(10)  # renewal is retried at most every 30 s, not on every call
+    assert await call_api(auth, bc.session, bc.api_url) == 200
+    assert bc.token_requests == requests_during_outage
+    bc.clock.advance(200)  # now expired: the outage surfaces
+    with pytest.raises(UnreachableError):
+        await auth.headers(bc.session)
+    bc.token_outage = False
+    assert await call_api(auth, bc.session, bc.api_url) == 200
+
+
+def _self_signed(key: rsa.RSAPrivateKey, name: str = "syncd-test") -> str:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _pem(key: rsa.RSAPrivateKey) -> Secret:
+    return Secret(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    )
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> list[rsa.RSAPrivateKey]:
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+
+
+async def test_certificate_credential_gets_a_token(rsa_keys: list[rsa.RSAPrivateKey]) -> None:
+    key = rsa_keys[0]
+    cert = _self_signed(key)
+    clock = FakeClock()
+    cert_client = "22222222-0000-0000-0000-0000000000ce"
+    entra = EntraEmulator(tenant=TENANT, client_certificates={cert_client: cert.encode()}, clock=clock)
+    site = await start_token_site(entra, clock)
+    try:
+        auth = site.auth(
+            client_id=cert_client, client_secret=None, certificate_pem=cert, private_key_pem=_pem(key)
+        )
+        assert await call_api(auth, site.session, site.api_url) == 200
+        assert "certificate" in auth.describe()
+        # a certificate the app registration does not know
+        other = _self_signed(rsa_keys[1], "other")
+        wrong = site.auth(
+            client_id=cert_client,
+            client_secret=None,
+            certificate_pem=other,
+            private_key_pem=_pem(rsa_keys[1]),
+        )
+        with pytest.raises(AuthError) as e:
+            await wrong.headers(site.session)
+        assert e.value.hint is not None and "upload the certificate" in e.value.hint
+    finally:
+        await site.session.close()
+        await site.server.close()
+
+
+def test_certificate_and_key_must_match(rsa_keys: list[rsa.RSAPrivateKey]) -> None:
+    with pytest.raises(ConfigError, match="does not belong"):
+        ClientCredentialsAuth(
+            tenant_id=TENANT,
+            client_id=CLIENT_ID,
+            certificate_pem=_self_signed(rsa_keys[0]),
+            private_key_pem=_pem(rsa_keys[1]),
+        )
+
+
+def test_client_credentials_needs_exactly_one_credential(rsa_keys: list[rsa.RSAPrivateKey]) -> None:
+    with pytest.raises(ConfigError, match="client_secret is missing"):
+        ClientCredentialsAuth(tenant_id=TENANT, client_id=CLIENT_ID)
+    with pytest.raises(ConfigError, match="not both"):
+        ClientCredentialsAuth(
+            tenant_id=TENANT,
+            client_id=CLIENT_ID,
+            client_secret=Secret(CLIENT_SECRET),
+            certificate_pem=_self_signed(rsa_keys[0]),
+            private_key_pem=_pem(rsa_keys[0]),
+        )
+
+
+def test_describe_names_client_and_tenant_but_no_secret() -> None:
+    auth = ClientCredentialsAuth(tenant_id=TENANT, client_id=CLIENT_ID, client_secret=Secret(CLIENT_SECRET))
+    text = auth.describe()
+    assert text == f"client_credentials (secret) for client 00000000… at tenant {TENANT}"
+    assert CLIENT_SECRET not in text and CLIENT_SECRET not in repr(auth)
+    assert auth.token_url == f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"
+
+
+async def test_access_tokens_are_known_to_log_redaction(bc: TokenSite) -> None:
+    from syncd.logs import redact_text
+
+    headers = await bc.auth().headers(bc.session)
+    token = headers["Authorization"].removeprefix("Bearer ")
+    assert token not in redact_text(f"debug: token {token[-20:]}… was {token}")
+
+
+# -- static credentials --------------------------------------------------------------------------------
+
+
+async def test_basic_auth_sends_base64_user_and_password_and_never_retries() -> None:
+    auth = BasicAuth(username="syncd", password=Secret("sandbox-so-password"))
+    async with aiohttp.ClientSession() as session:
+        headers = await auth.headers(session)
+    assert headers == {"Authorization": "Basic " + base64.b64encode(b"syncd:sandbox-so-password").decode()}
+    assert await auth.invalidate(headers) is False
+    assert auth.describe() == "basic auth as user 'syncd'"
+    assert "sandbox-so-password" not in repr(auth)
+
+
+def test_basic_auth_rejects_colon_in_username() -> None:
+    with pytest.raises(ConfigError, match="':'"):
+        BasicAuth(username="a:b", password=Secret("x"))
+
+
+async def test_soticket_and_bearer_send_app_token_and_never_retry() -> None:
+    ticket = SOTicketAuth(ticket=Secret("7T:MAA3ticket=="), app_token=Secret("app-token-123"))
+    bearer = BearerAuth(token=Secret("Bearer 8A:Cust1.AGYA"), app_token=None)
+    async with aiohttp.ClientSession() as session:
+        th = await ticket.headers(session)
+        bh = await bearer.headers(session)
+    assert th == {"Authorization": "SOTicket 7T:MAA3ticket==", "SO-AppToken": "app-token-123"}
+    assert bh == {"Authorization": "Bearer 8A:Cust1.AGYA"}  # a pasted "Bearer " prefix is not doubled
+    assert await ticket.invalidate(th) is False and await bearer.invalidate(bh) is False
+    assert "7T:" not in ticket.describe() and "8A:" not in bearer.describe()
+
+
+def test_all_implementations_satisfy_the_protocol() -> None:
+    assert isinstance(BasicAuth(username="u", password=Secret("p")), Auth)
+    assert isinstance(SOTicketAuth(ticket=Secret("7T:x")), Auth)
+    assert isinstance(BearerAuth(token=Secret("t")), Auth)
+    assert isinstance(
+        ClientCredentialsAuth(tenant_id=TENANT, client_id=CLIENT_ID, client_secret=Secret("s")), Auth
+    )
