@@ -120,8 +120,13 @@ def _scene(rng: random.Random, size: tuple[int, int], *, avoid_red: bool = False
 
 
 def _texture(img: Image.Image, rng: random.Random, strength: float) -> Image.Image:
-    """Blend in sensor-like noise so JPEG sizes resemble real photos."""
-    noise = Image.effect_noise((max(1, img.width // 2), max(1, img.height // 2)), 40 + rng.random() * 20)
+    """Blend in sensor-like noise so JPEG sizes resemble real photos.
+
+    The noise comes from ``rng``: ``Image.effect_noise`` draws from C ``rand()``, whose state depends on
+    every earlier call in the process, so it would make the bytes depend on call order.
+    """
+    size = (max(1, img.width // 2), max(1, img.height // 2))
+    noise = Image.frombytes("L", size, rng.randbytes(size[0] * size[1]))
     noise = noise.resize(img.size, Image.Resampling.NEAREST).convert("RGB")
     return Image.blend(img, noise, strength)
 
