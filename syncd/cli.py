@@ -34,6 +34,7 @@ from syncd.report import ProgressReporter, outcomes_json, print_plan, print_stat
 from syncd.runtime import open_runtime
 
 DEFAULT_CONFIG = "syncd.yaml"
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: not one of ours, so systemd restarts and timers retry
 log = structlog.get_logger("syncd.cli")
 
 
@@ -134,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug: say so plainly; the traceback goes through the redacting logger
+        log.exception("internal error")
+        stderr.print("[red]internal error[/] (a bug in syncd; the log above has the details)")
+        return EXIT_INTERNAL_ERROR
     parser.error(f"unknown command {args.command}")
     return int(ExitCode.CONFIG)
 

@@ -413,7 +413,12 @@ def parse_config(
             _format_errors(exc, data, root, source),
             hint="see config/example.yaml for every key with comments",
         ) from None
-    if path is not None and config.ledger and not config.ledger.is_absolute():
+    state_dir = (os.environ if env is None else env).get("STATE_DIRECTORY")
+    if "ledger" not in data and state_dir:
+        # Under systemd (StateDirectory=syncd) the ledger belongs in /var/lib/syncd, not next to a
+        # read-only config file.
+        config = config.model_copy(update={"ledger": Path(state_dir.split(":")[0]) / "ledger.sqlite"})
+    elif path is not None and config.ledger and not config.ledger.is_absolute():
         # A relative ledger path is relative to the config file, not to wherever syncd was started.
         config = config.model_copy(update={"ledger": (path.parent / config.ledger)})
     return config

@@ -99,3 +99,8 @@ def test_mapping_needs_a_rule_and_unique_name() -> None:
 def test_invalid_yaml_names_the_line() -> None:
     with pytest.raises(ConfigError, match=r"x.yaml:2"):
         parse_config("a: 1\nb: c: d\n", source="x.yaml")
+
+
+def test_ledger_defaults_to_systemd_state_directory() -> None:
+    cfg = parse_config(MINIMAL, env={"STATE_DIRECTORY": "/var/lib/syncd"})
+    assert str(cfg.ledger) == "/var/lib/syncd/ledger.sqlite"
