@@ -507,8 +507,11 @@ class Ledger:
         if self.readonly:
             raise ReadOnlyLedgerError(f"the ledger {self.path} was opened read-only")
         async with self._write_lock:
-            await self._exec("BEGIN IMMEDIATE")
             try:
+                # BEGIN inside the try: a task cancelled while awaiting it must not leave the connection in
+                # a transaction (the statement runs in aiosqlite's thread anyway). Statements run in order,
+                # so the ROLLBACK lands after it. A cancelled COMMIT still commits: all or nothing.
+                await self._exec("BEGIN IMMEDIATE")
                 yield
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

@@ -536,3 +536,14 @@ async def test_every_item_recorded_before_kill_9_survives(tmp_path: Path, path: 
         found = await reopened.get_items("customers", "contact", range(1, confirmed + 1))
         assert len(found) == confirmed
         assert [r.outcome for r in reopened.recovered_runs] == ["interrupted"]
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_a_cancelled_record_leaves_the_ledger_usable(ledger: Ledger, steps: int):
+    task = asyncio.create_task(ledger.record(item(1)))
+    for _ in range(steps):  # cancel at every await point in turn: BEGIN, upsert, COMMIT, …
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ledger.record(item(2))
+    assert 2 in await ledger.get_items("customers", "contact", [1, 2])
