@@ -649,8 +649,10 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
     """SuperOffice Online server-to-server auth: system user token → signed token → ticket.
 
     Sends ``Authorization: SOTicket <ticket>`` and ``SO-AppToken: <application_token>``. The ticket is
-    renewed before the JWT's ``exp`` (or, without one, before the documented 6 h window ends), and once
-    after a 401. *private_key_pem* is the application's RSA private key, PEM (PKCS#1 or PKCS#8) or the
+    renewed before *ticket_lifetime* (default: the documented 6 h sliding window) runs out, and once after
+    a 401. The JWT's own ``exp`` is not the ticket's lifetime: it only bounds how long the JWT may be
+    validated (minutes; SuperOffice error ID4148), so renewing on it would exchange every few minutes.
+    *private_key_pem* is the application's RSA private key, PEM (PKCS#1 or PKCS#8) or the
     ``<RSAKeyValue>`` XML form SuperOffice hands out. With *jwt_public_key_pem* (SuperOffice's public key or
     certificate, PEM) the returned JWT's RS256 signature and validity period are verified.
     """
@@ -665,7 +667,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
         login_url: str = SO_LOGIN_URL,
         token_type: Literal["JWT", "Ticket"] = "JWT",  # noqa: S107 - ReturnTokenType, not a password
         jwt_public_key_pem: str | None = None,
-        ticket_lifetime: float | None = None,
+        ticket_lifetime: float = SO_TICKET_LIFETIME,
         clock: Clock = time.time,
         timeout: float = DEFAULT_TIMEOUT,
         refresh_margin: float = DEFAULT_REFRESH_MARGIN,
@@ -746,7 +748,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
         if not _looks_like_jwt(token):
             # ReturnTokenType other than JWT: the token is the ticket itself
             Secret(token, ephemeral=True)
-            return _Fetched(Secret("SOTicket " + token, ephemeral=True), self._lifetime(None, now))
+            return _Fetched(Secret("SOTicket " + token, ephemeral=True), self._ticket_lifetime)
         Secret(token, ephemeral=True)
         claims = self._jwt_claims(token, now)
         ticket = claims.get(SO_TICKET_CLAIM)
@@ -758,16 +760,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
         webapi = claims.get(SO_WEBAPI_URL_CLAIM)
         self.webapi_url = webapi if isinstance(webapi, str) else None
         Secret(ticket, ephemeral=True)
-        return _Fetched(Secret("SOTicket " + ticket, ephemeral=True), self._lifetime(claims.get("exp"), now))
-
-    def _lifetime(self, exp: Any, now: float) -> float:
-        if self._ticket_lifetime is not None:
-            return self._ticket_lifetime
-        if exp is not None:
-            expires = _number(exp, default=0.0)
-            if expires > 0:
-                return expires - now
-        return SO_TICKET_LIFETIME
+        return _Fetched(Secret("SOTicket " + ticket, ephemeral=True), self._ticket_lifetime)
 
     def _jwt_claims(self, token: str, now: float) -> dict[str, Any]:
         try:
@@ -813,30 +806,28 @@ def _looks_like_jwt(token: str) -> bool:
 
 
 def _so_hint(error: str) -> str:
+    """The config key most likely at fault for a PartnerSystemUser ``ErrorMessage``."""
     m = error.lower()
-    hints: list[str] = []
-    if "sign" in m or "key" in m or "certificate" in m:
-        hints.append(
-            "private_key must be the RSA private key issued with this application (SuperOffice holds its "
-            "public part)"
+    if "signature" in m or "certificate" in m or "private key" in m:
+        return (
+            "superoffice.auth.private_key must be the RSA private key issued with this application "
+            "(SuperOffice verifies the signature with its public half)"
         )
-    if "application" in m or "apptoken" in m or "app token" in m or "client" in m or "secret" in m:
-        hints.append("application_token must be the application's client secret")
-    if "system user" in m or "systemuser" in m or "system token" in m or "systemtoken" in m:
-        hints.append(
-            "system_user_token must be the system_token claim SuperOffice issued for this app and tenant "
-            "when an administrator approved it"
+    if "expired" in m or "timestamp" in m or "not current" in m:
+        return "the signed token carries a UTC timestamp: check this host's clock (NTP)"
+    if "application" in m or "apptoken" in m or "app token" in m or "client secret" in m:
+        return "superoffice.auth.application_token must be the application's client secret"
+    if "system user token" in m or "systemusertoken" in m or "system token" in m:
+        return (
+            "superoffice.auth.system_user_token must be the system_token claim SuperOffice issued for this "
+            "app and tenant when an administrator approved it"
         )
     if "context" in m or "tenant" in m or "customer" in m:
-        hints.append("context_identifier must be the tenant id (CustNNNNN) the app is installed in")
-    if "time" in m or "expired" in m or "timestamp" in m:
-        hints.append("the signed token carries a UTC timestamp: check this host's clock (NTP)")
-    if not hints:
-        hints.append(
-            "check superoffice.auth: application_token (client secret), system_user_token, private_key "
-            "(the app's RSA key) and context_identifier (tenant)"
-        )
-    return "; ".join(hints)
+        return "superoffice.auth.context_identifier must be the tenant id (CustNNNNN) the app is installed in"
+    return (
+        "check superoffice.auth: application_token (client secret), system_user_token, private_key "
+        "(the app's RSA key) and context_identifier (tenant)"
+    )
 
 
 # -- key loading ---------------------------------------------------------------------------------------
