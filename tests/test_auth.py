@@ -1,8 +1,9 @@
 """Authentication against the sandbox's token endpoints: caching, refresh, 401 handling, failure hints.
 
 The Entra ID side runs the sandbox's :class:`~syncd.sandbox.entra.EntraEmulator` in-process next to a
-one-route "API" that accepts only its live tokens. All clocks are one fake clock, so hours pass in
-microseconds.
+one-route "API" that accepts only its live tokens; the SuperOffice side runs the sandbox's
+:class:`~syncd.sandbox.superoffice.SuperOfficeEmulator` (system-user exchange and ticket checks) with its
+documented key pair. Auth and emulators share one fake clock, so hours pass in microseconds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from syncd.auth import (
@@ -31,9 +32,20 @@ from syncd.auth import (
     BearerAuth,
     ClientCredentialsAuth,
     SOTicketAuth,
+    SuperOfficeSystemUserAuth,
 )
 from syncd.errors import AuthError, ConfigError, ExitCode, UnreachableError
 from syncd.sandbox.entra import EntraEmulator, TokenProblem
+from syncd.sandbox.superoffice import (
+    SANDBOX_APP_PRIVATE_KEY_PEM,
+    SANDBOX_APP_PUBLIC_KEY_PEM,
+    SANDBOX_SO_APP_TOKEN,
+    SANDBOX_SO_JWT_PUBLIC_KEY_PEM,
+    SANDBOX_SO_SYSTEM_USER_TOKEN,
+    SANDBOX_SO_TENANT,
+    SOState,
+    SuperOfficeEmulator,
+)
 from syncd.secrets import Secret
 
 TENANT = "sandbox-tenant"
@@ -483,3 +495,216 @@ def test_all_implementations_satisfy_the_protocol() -> None:
     assert isinstance(
         ClientCredentialsAuth(tenant_id=TENANT, client_id=CLIENT_ID, client_secret=Secret("s")), Auth
     )
+
+
+# -- SuperOffice system user (against the sandbox SuperOffice emulator) ---------------------------------
+
+CUST = SANDBOX_SO_TENANT
+
+
+@dataclass
+class SOSite:
+    emulator: SuperOfficeEmulator
+    server: TestServer
+    session: aiohttp.ClientSession
+    clock: FakeClock
+
+    @property
+    def login_url(self) -> str:
+        return str(self.server.make_url("/Login"))
+
+    @property
+    def api_url(self) -> str:
+        return str(self.server.make_url(f"/{CUST}/api/v1/Contact/1"))
+
+    def exchanges(self) -> int:
+        return self.emulator.log.count(method="POST", route_contains="PartnerSystemUser")
+
+    def refused(self) -> int:
+        return self.emulator.log.count(status=401)
+
+    def auth(self, **kw: Any) -> SuperOfficeSystemUserAuth:
+        kw.setdefault("context_identifier", CUST)
+        kw.setdefault("application_token", Secret(SANDBOX_SO_APP_TOKEN))
+        kw.setdefault("system_user_token", Secret(SANDBOX_SO_SYSTEM_USER_TOKEN))
+        kw.setdefault("private_key_pem", Secret(SANDBOX_APP_PRIVATE_KEY_PEM.decode()))
+        kw.setdefault("retry_backoff", 0.0)
+        kw.setdefault("clock", self.clock)
+        return SuperOfficeSystemUserAuth(login_url=self.login_url, **kw)
+
+
+@pytest.fixture
+async def so() -> AsyncIterator[SOSite]:
+    clock = FakeClock()
+    state = SOState()
+    state.add_contact(name="Acme", code="C00001")
+    emulator = SuperOfficeEmulator(state, ticket_lifetime=3600)
+    emulator.clock = clock
+    server = TestServer(emulator.make_app(), port=0)
+    await server.start_server()
+    site = SOSite(emulator, server, aiohttp.ClientSession(), clock)
+    try:
+        yield site
+    finally:
+        await site.session.close()
+        await server.close()
+
+
+async def test_system_user_exchange_with_the_sandbox_key_pair_authenticates(so: SOSite) -> None:
+    auth = so.auth(ticket_lifetime=3600)
+    headers = await auth.headers(so.session)
+    assert headers["Authorization"].startswith("SOTicket 7T:")
+    assert headers["SO-AppToken"] == SANDBOX_SO_APP_TOKEN
+    statuses = [await call_api(auth, so.session, so.api_url) for _ in range(30)]
+    assert statuses == [200] * 30
+    assert so.exchanges() == 1  # the ticket is cached
+    assert auth.webapi_url == str(so.server.make_url(f"/{CUST}/api/"))  # the tenant's REST root
+
+
+def test_signed_system_token_is_token_utc_minute_and_rsa_sha256_signature(so: SOSite) -> None:
+    auth = so.auth()
+    token, stamp, signature = auth.signed_system_token().reveal().rsplit(".", 2)
+    assert token == SANDBOX_SO_SYSTEM_USER_TOKEN
+    assert stamp == dt.datetime.fromtimestamp(so.clock(), dt.UTC).strftime("%Y%m%d%H%M")
+    public = serialization.load_pem_public_key(SANDBOX_APP_PUBLIC_KEY_PEM)
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(
+        base64.b64decode(signature), f"{token}.{stamp}".encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+
+
+async def test_idle_ticket_is_renewed_before_it_expires_so_no_401(so: SOSite) -> None:
+    auth = so.auth(ticket_lifetime=3600)
+    for _ in range(6):  # a call every 55 minutes: each time the ticket is within 5 minutes of expiring
+        assert await call_api(auth, so.session, so.api_url) == 200
+        so.clock.advance(55 * 60)
+    assert so.refused() == 0
+    assert so.exchanges() == 6
+
+
+async def test_default_ticket_lifetime_is_six_hours_not_the_jwt_exp(so: SOSite) -> None:
+    so.emulator.ticket_lifetime = 6 * 3600
+    auth = so.auth()
+    await call_api(auth, so.session, so.api_url)
+    so.clock.advance(5 * 3600)  # long past the JWT's exp (minutes), well inside the ticket's 6 h
+    assert await call_api(auth, so.session, so.api_url) == 200
+    assert so.exchanges() == 1
+    so.clock.advance(3600 - 299)
+    await call_api(auth, so.session, so.api_url)
+    assert so.exchanges() == 2
+
+
+async def test_revoked_ticket_is_renewed_exactly_once_after_401(so: SOSite) -> None:
+    auth = so.auth()
+    assert await call_api(auth, so.session, so.api_url) == 200
+    so.emulator.revoke_all()
+    results = await asyncio.gather(*(call_api(auth, so.session, so.api_url) for _ in range(8)))
+    assert results == [200] * 8
+    assert so.exchanges() == 2
+    assert so.refused() == 8
+
+
+async def test_jwt_signature_is_verified_with_the_sandbox_public_key(so: SOSite) -> None:
+    good = so.auth(jwt_public_key_pem=SANDBOX_SO_JWT_PUBLIC_KEY_PEM.decode())
+    assert await call_api(good, so.session, so.api_url) == 200
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    other_pem = other_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    bad = so.auth(jwt_public_key_pem=other_pem.decode())
+    with pytest.raises(AuthError, match="does not verify"):
+        await bad.headers(so.session)
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "hint"),
+    [
+        ("wrong_key", "signature is not valid", "superoffice.auth.private_key"),
+        ("app_token", "Invalid application token", "superoffice.auth.application_token"),
+        ("system_user_token", "Unknown system user token", "superoffice.auth.system_user_token"),
+        ("context", "context identifier", "superoffice.auth.context_identifier"),
+        ("clock", "timestamp", "clock"),
+    ],
+)
+async def test_system_user_failures_are_auth_errors_naming_the_key_to_fix(
+    so: SOSite, rsa_keys: list[rsa.RSAPrivateKey], change: str, message: str, hint: str
+) -> None:
+    kw: dict[str, Any] = {
+        "wrong_key": {"private_key_pem": _pem(rsa_keys[0])},
+        "app_token": {"application_token": Secret("not-the-app-token")},
+        "system_user_token": {"system_user_token": Secret("OtherApp-x1y2z3")},
+        "context": {"context_identifier": "Cust99999"},
+        "clock": {"clock": FakeClock(T0 + 3600)},  # this host's clock is an hour fast
+    }[change]
+    auth = so.auth(**kw)
+    with pytest.raises(AuthError) as e:
+        await auth.headers(so.session)
+    assert message in e.value.message
+    assert e.value.hint is not None and hint in e.value.hint
+    assert e.value.exit_code == ExitCode.AUTH
+    for secret in (SANDBOX_SO_APP_TOKEN, "not-the-app-token", SANDBOX_SO_SYSTEM_USER_TOKEN):
+        assert secret not in str(e.value)
+    assert so.refused() == 0
+
+
+async def test_private_key_in_rsakeyvalue_xml_form_works(so: SOSite) -> None:
+    key = serialization.load_pem_private_key(SANDBOX_APP_PRIVATE_KEY_PEM, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    n = key.private_numbers()
+
+    def b64(i: int) -> str:
+        return base64.b64encode(i.to_bytes((i.bit_length() + 7) // 8, "big")).decode()
+
+    parts = {
+        "Modulus": n.public_numbers.n,
+        "Exponent": n.public_numbers.e,
+        "P": n.p,
+        "Q": n.q,
+        "DP": n.dmp1,
+        "DQ": n.dmq1,
+        "InverseQ": n.iqmp,
+        "D": n.d,
+    }
+    xml = "<RSAKeyValue>" + "".join(f"<{k}>{b64(v)}</{k}>" for k, v in parts.items()) + "</RSAKeyValue>"
+    auth = so.auth(private_key_pem=Secret(xml))
+    assert await call_api(auth, so.session, so.api_url) == 200
+
+
+def test_unusable_private_key_is_a_config_error_that_does_not_echo_it() -> None:
+    garbage = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(ConfigError) as e:
+        SuperOfficeSystemUserAuth(
+            context_identifier=CUST,
+            application_token=Secret(SANDBOX_SO_APP_TOKEN),
+            system_user_token=Secret(SANDBOX_SO_SYSTEM_USER_TOKEN),
+            private_key_pem=Secret(garbage),
+        )
+    assert "superoffice.auth.private_key" in str(e.value)
+    assert "bm90IGEga2V5" not in str(e.value)
+
+
+async def test_unreachable_login_service_is_unreachable_error(so: SOSite) -> None:
+    url = so.login_url
+    await so.server.close()
+    auth = SuperOfficeSystemUserAuth(
+        login_url=url,
+        context_identifier=CUST,
+        application_token=Secret(SANDBOX_SO_APP_TOKEN),
+        system_user_token=Secret(SANDBOX_SO_SYSTEM_USER_TOKEN),
+        private_key_pem=Secret(SANDBOX_APP_PRIVATE_KEY_PEM.decode()),
+        attempts=1,
+    )
+    with pytest.raises(UnreachableError):
+        await auth.headers(so.session)
+
+
+def test_system_user_describe_is_secret_free() -> None:
+    auth = SuperOfficeSystemUserAuth(
+        context_identifier=CUST,
+        application_token=Secret(SANDBOX_SO_APP_TOKEN),
+        system_user_token=Secret(SANDBOX_SO_SYSTEM_USER_TOKEN),
+        private_key_pem=Secret(SANDBOX_APP_PRIVATE_KEY_PEM.decode()),
+    )
+    assert auth.describe() == f"SuperOffice system user for {CUST} via https://online.superoffice.com/login"
+    assert SANDBOX_SO_APP_TOKEN not in repr(auth) and SANDBOX_SO_SYSTEM_USER_TOKEN not in repr(auth)
+    assert auth.authenticate_url == "https://online.superoffice.com/login/api/PartnerSystemUser/Authenticate"
