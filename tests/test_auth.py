@@ -1,9 +1,10 @@
-"""Authentication against the sandbox's token endpoints: caching, refresh, 401 handling, failure hints.
+"""Authentication against the sandbox emulators: caching, refresh, 401 handling, failure hints.
 
-The Entra ID side runs the sandbox's :class:`~syncd.sandbox.entra.EntraEmulator` in-process next to a
-one-route "API" that accepts only its live tokens; the SuperOffice side runs the sandbox's
-:class:`~syncd.sandbox.superoffice.SuperOfficeEmulator` (system-user exchange and ticket checks) with its
-documented key pair. Auth and emulators share one fake clock, so hours pass in microseconds.
+Business Central: the sandbox's :class:`~syncd.sandbox.businesscentral.BusinessCentralEmulator` with its
+Entra ID token endpoint (``POST /{tenant}/oauth2/v2.0/token``); "API calls" list its companies with the
+bearer token. SuperOffice: the sandbox's :class:`~syncd.sandbox.superoffice.SuperOfficeEmulator`
+(system-user exchange, ticket checks) with its documented key pair. Auth and emulators share one fake
+clock, so hours pass in microseconds. Everything runs in-process on free ports.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import asyncio
 import base64
 import datetime as dt
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,7 +36,9 @@ from syncd.auth import (
     SuperOfficeSystemUserAuth,
 )
 from syncd.errors import AuthError, ConfigError, ExitCode, UnreachableError
-from syncd.sandbox.entra import EntraEmulator, TokenProblem
+from syncd.sandbox.businesscentral import BCState, BusinessCentralEmulator
+from syncd.sandbox.common import Faults
+from syncd.sandbox.entra import TokenProblem
 from syncd.sandbox.superoffice import (
     SANDBOX_APP_PRIVATE_KEY_PEM,
     SANDBOX_APP_PUBLIC_KEY_PEM,
@@ -65,25 +68,14 @@ class FakeClock:
         self.t += seconds
 
 
-async def no_sleep(_: float) -> None:
-    return None
-
-
 @dataclass
-class TokenSite:
-    """The Entra emulator plus a protected API route on one in-process server."""
+class BCSite:
+    """The sandbox Business Central emulator (API + Entra token endpoint) on a free port."""
 
-    entra: EntraEmulator
+    emulator: BusinessCentralEmulator
     server: TestServer
     session: aiohttp.ClientSession
     clock: FakeClock
-    token_requests: int = 0
-    api_401s: int = 0
-    token_delay: float = 0.0
-    token_outage: bool = False  # token endpoint answers 503
-    outage_count: int = 0  # answer 503 to this many token requests, then recover
-    api_refuses_all: bool = False  # the API answers 401 to every token (app not enabled in BC)
-    used_tokens: list[tuple[str, float]] = field(default_factory=list)  # (token, seconds to its expiry)
 
     @property
     def token_url(self) -> str:
@@ -91,7 +83,16 @@ class TokenSite:
 
     @property
     def api_url(self) -> str:
-        return str(self.server.make_url("/api/ping"))
+        return str(self.server.make_url(f"/v2.0/{TENANT}/production/api/v2.0/companies"))
+
+    def token_requests(self) -> int:
+        return self.emulator.log.count(method="POST", route_contains="oauth2")
+
+    def api_401s(self) -> int:
+        return self.emulator.log.count(route_contains="companies", status=401)
+
+    def faults(self, **knobs: Any) -> None:
+        self.emulator.fault_state.set(Faults(**knobs))
 
     def auth(self, **kw: Any) -> ClientCredentialsAuth:
         kw.setdefault("client_secret", Secret(CLIENT_SECRET))
@@ -105,59 +106,28 @@ class TokenSite:
         )
 
 
-async def start_token_site(entra: EntraEmulator, clock: FakeClock) -> TokenSite:
-    site: TokenSite
-
-    @web.middleware
-    async def count(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> Any:
-        if request.path.endswith("/token"):
-            site.token_requests += 1
-            if site.token_delay:
-                await asyncio.sleep(site.token_delay)
-            if site.token_outage or site.outage_count > 0:
-                site.outage_count -= 1
-                return web.json_response({"error": "temporarily_unavailable"}, status=503)
-        return await handler(request)
-
-    async def ping(request: web.Request) -> web.Response:
-        header = request.headers.get("Authorization", "")
-        token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
-        try:
-            info = entra.validate(token)
-        except TokenProblem as problem:
-            site.api_401s += 1
-            return web.json_response(
-                {"error": {"code": "Unauthorized", "message": problem.reason}}, status=401
-            )
-        if site.api_refuses_all:
-            site.api_401s += 1
-            return web.json_response(
-                {"error": {"code": "Unauthorized", "message": "app not enabled"}}, status=401
-            )
-        site.used_tokens.append((token, info.expires_at - clock()))
-        return web.json_response({"ok": True})
-
-    app = web.Application(middlewares=[count])
-    entra.add_routes(app)
-    app.router.add_get("/api/ping", ping)
-    server = TestServer(app, port=0)
+@asynccontextmanager
+async def bc_site(**emulator_options: Any) -> AsyncIterator[BCSite]:
+    clock = FakeClock()
+    state = BCState()
+    state.add_company("CRONUS")
+    emulator_options.setdefault("clients", {CLIENT_ID: CLIENT_SECRET})
+    emulator = BusinessCentralEmulator(state, tenant=TENANT, **emulator_options)
+    emulator.clock = clock
+    server = TestServer(emulator.make_app(), port=0)
     await server.start_server()
-    site = TokenSite(entra=entra, server=server, session=aiohttp.ClientSession(), clock=clock)
-    return site
+    session = aiohttp.ClientSession()
+    try:
+        yield BCSite(emulator, server, session, clock)
+    finally:
+        await session.close()
+        await server.close()
 
 
 @pytest.fixture
-async def bc() -> AsyncIterator[TokenSite]:
-    clock = FakeClock()
-    entra = EntraEmulator(tenant=TENANT, clients={CLIENT_ID: CLIENT_SECRET}, clock=clock)
-    site = await start_token_site(entra, clock)
-    try:
+async def bc() -> AsyncIterator[BCSite]:
+    async with bc_site() as site:
         yield site
-    finally:
-        await site.session.close()
-        await site.server.close()
 
 
 async def call_api(auth: Auth, session: aiohttp.ClientSession, url: str) -> int:
@@ -175,112 +145,111 @@ async def call_api(auth: Auth, session: aiohttp.ClientSession, url: str) -> int:
 # -- Entra ID client credentials -------------------------------------------------------------------------
 
 
-async def test_token_is_fetched_once_for_many_api_calls(bc: TokenSite) -> None:
+async def test_token_is_fetched_once_for_many_api_calls(bc: BCSite) -> None:
     auth = bc.auth()
     statuses = [await call_api(auth, bc.session, bc.api_url) for _ in range(50)]
     assert statuses == [200] * 50
-    assert bc.token_requests == 1
+    assert bc.token_requests() == 1
     assert auth.fetch_count == 1
 
 
-async def test_token_is_refreshed_before_expiry_so_no_401_ever_happens(bc: TokenSite) -> None:
+async def test_token_is_refreshed_before_expiry_so_no_401_ever_happens(bc: BCSite) -> None:
     auth = bc.auth()
     hours = 5
     for _ in range(hours * 3600 // 30):  # a call every 30 s for five hours
         assert await call_api(auth, bc.session, bc.api_url) == 200
         bc.clock.advance(30)
-    assert bc.api_401s == 0
+    assert bc.api_401s() == 0
     # 3599 s tokens renewed 300 s early: a new token every 3299 s at most
-    assert bc.token_requests == math.ceil(hours * 3600 / 3300)
-    assert min(left for _, left in bc.used_tokens) >= 299
+    assert bc.token_requests() == math.ceil(hours * 3600 / 3300)
 
 
 async def test_short_lived_tokens_are_renewed_at_ninety_percent_of_their_life() -> None:
-    clock = FakeClock()
-    entra = EntraEmulator(tenant=TENANT, clients={CLIENT_ID: CLIENT_SECRET}, clock=clock, token_lifetime=600)
-    site = await start_token_site(entra, clock)
-    try:
+    async with bc_site(token_lifetime=600) as site:
         auth = site.auth()
         await auth.headers(site.session)
-        clock.advance(539)
+        site.clock.advance(539)
         await auth.headers(site.session)
-        assert site.token_requests == 1
-        clock.advance(1)
+        assert site.token_requests() == 1
+        site.clock.advance(1)
         await auth.headers(site.session)
-        assert site.token_requests == 2
-    finally:
-        await site.session.close()
-        await site.server.close()
+        assert site.token_requests() == 2
 
 
-async def test_401_after_revocation_refreshes_exactly_once(bc: TokenSite) -> None:
+async def test_401_after_revocation_refreshes_exactly_once(bc: BCSite) -> None:
     auth = bc.auth()
     assert await call_api(auth, bc.session, bc.api_url) == 200
-    bc.entra.revoke_all()
+    bc.emulator.entra.revoke_all()
     assert await call_api(auth, bc.session, bc.api_url) == 200  # the caller never sees the 401
-    assert bc.api_401s == 1
-    assert bc.token_requests == 2
+    assert bc.api_401s() == 1
+    assert bc.token_requests() == 2
     assert await call_api(auth, bc.session, bc.api_url) == 200
-    assert bc.token_requests == 2
+    assert bc.token_requests() == 2
 
 
-async def test_concurrent_401s_share_one_refresh(bc: TokenSite) -> None:
+async def test_concurrent_401s_share_one_refresh(bc: BCSite) -> None:
     auth = bc.auth()
     await call_api(auth, bc.session, bc.api_url)
-    bc.entra.revoke_all()
-    bc.token_delay = 0.02
+    bc.emulator.entra.revoke_all()
+    bc.faults(latency_ms=20)
     statuses = await asyncio.gather(*(call_api(auth, bc.session, bc.api_url) for _ in range(20)))
     assert statuses == [200] * 20
-    assert bc.api_401s == 20
-    assert bc.token_requests == 2
+    assert bc.api_401s() == 20
+    assert bc.token_requests() == 2
 
 
-async def test_a_late_401_for_an_already_replaced_token_keeps_the_new_one(bc: TokenSite) -> None:
+async def test_a_late_401_for_an_already_replaced_token_keeps_the_new_one(bc: BCSite) -> None:
     auth = bc.auth()
     old = await auth.headers(bc.session)
-    bc.entra.revoke_all()
+    bc.emulator.entra.revoke_all()
     assert await auth.invalidate(old) is True
     new = await auth.headers(bc.session)
     assert new != old
     assert await auth.invalidate(old) is True  # a slow request that still carried the old token
     assert await auth.headers(bc.session) == new
-    assert bc.token_requests == 2
+    assert bc.token_requests() == 2
 
 
-async def test_a_fresh_token_refused_again_is_not_renewed_on_every_call(bc: TokenSite) -> None:
+async def test_a_fresh_token_refused_again_is_not_renewed_on_every_call(
+    bc: BCSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(token: str) -> Any:
+        raise TokenProblem("unknown")
+
+    # BC refuses every token, e.g. the app is not enabled on its "Microsoft Entra applications" page
+    monkeypatch.setattr(bc.emulator.entra, "validate", refuse)
     auth = bc.auth()
-    bc.api_refuses_all = True  # e.g. the app is not enabled on BC's "Microsoft Entra applications" page
     assert await call_api(auth, bc.session, bc.api_url) == 401
-    assert bc.token_requests == 2  # the original and one renewal after the first 401
+    assert bc.token_requests() == 2  # the original and one renewal after the first 401
     for _ in range(10):
         assert await call_api(auth, bc.session, bc.api_url) == 401
-    assert bc.token_requests == 2  # no token storm
+    assert bc.token_requests() == 2  # no token storm
     bc.clock.advance(120)  # a while later a 401 may be an expiry again: one more renewal is allowed
     assert await call_api(auth, bc.session, bc.api_url) == 401
-    assert bc.token_requests == 3
+    assert bc.token_requests() == 3
 
 
-async def test_concurrent_first_callers_share_one_token_request(bc: TokenSite) -> None:
+async def test_concurrent_first_callers_share_one_token_request(bc: BCSite) -> None:
     auth = bc.auth()
-    bc.token_delay = 0.05
+    bc.faults(latency_ms=50)
     headers = await asyncio.gather(*(auth.headers(bc.session) for _ in range(25)))
-    assert bc.token_requests == 1
+    assert bc.token_requests() == 1
     assert len({h["Authorization"] for h in headers}) == 1
     bc.clock.advance(3400)  # inside the refresh margin: every caller wants a new token at once
     headers = await asyncio.gather(*(auth.headers(bc.session) for _ in range(25)))
-    assert bc.token_requests == 2
+    assert bc.token_requests() == 2
     assert len({h["Authorization"] for h in headers}) == 1
 
 
-async def test_a_cancelled_caller_does_not_cancel_the_shared_refresh(bc: TokenSite) -> None:
+async def test_a_cancelled_caller_does_not_cancel_the_shared_refresh(bc: BCSite) -> None:
     auth = bc.auth()
-    bc.token_delay = 0.05
+    bc.faults(latency_ms=50)
     first = asyncio.ensure_future(auth.headers(bc.session))
     second = asyncio.ensure_future(auth.headers(bc.session))
     await asyncio.sleep(0.01)
     first.cancel()
     assert (await second)["Authorization"].startswith("Bearer ")
-    assert bc.token_requests == 1
+    assert bc.token_requests() == 1
 
 
 @pytest.mark.parametrize(
@@ -302,7 +271,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_refresh(bc: TokenSi
     ],
 )
 async def test_entra_failures_become_auth_errors_with_specific_hints(
-    bc: TokenSite, change: dict[str, Any], code: str, hint_part: str
+    bc: BCSite, change: dict[str, Any], code: str, hint_part: str
 ) -> None:
     tenant = change.get("tenant_id", TENANT)
     auth = bc.auth(token_url=str(bc.server.make_url(f"/{tenant}/oauth2/v2.0/token")), **change)
@@ -314,7 +283,7 @@ async def test_entra_failures_become_auth_errors_with_specific_hints(
     assert CLIENT_SECRET not in str(e.value) and "not-the-secret-xyz" not in str(e.value)
 
 
-async def test_unreachable_token_endpoint_is_unreachable_error_not_auth_error(bc: TokenSite) -> None:
+async def test_unreachable_token_endpoint_is_unreachable_error_not_auth_error(bc: BCSite) -> None:
     port = bc.server.port
     await bc.server.close()  # nothing listens there any more
     auth = bc.auth(token_url=f"http://127.0.0.1:{port}/{TENANT}/oauth2/v2.0/token", attempts=2)
@@ -324,41 +293,44 @@ async def test_unreachable_token_endpoint_is_unreachable_error_not_auth_error(bc
     assert e.value.exit_code == ExitCode.RETRYABLE
 
 
-async def test_token_endpoint_timeout_is_unreachable_error(bc: TokenSite) -> None:
-    bc.token_delay = 0.5
+async def test_token_endpoint_timeout_is_unreachable_error(bc: BCSite) -> None:
+    bc.faults(latency_ms=500)
     auth = bc.auth(timeout=0.05, attempts=1)
     with pytest.raises(UnreachableError, match="no answer within"):
         await auth.headers(bc.session)
 
 
-async def test_token_endpoint_5xx_is_retried(bc: TokenSite) -> None:
+async def test_token_endpoint_5xx_is_retried_with_backoff(bc: BCSite) -> None:
     sleeps: list[float] = []
 
     async def sleep(s: float) -> None:
         sleeps.append(s)
+        if len(sleeps) == 2:
+            bc.faults()  # the outage ends after the second failure
 
-    bc.outage_count = 2
+    bc.faults(rate_5xx=1.0, only_routes=["oauth2"])
     auth = bc.auth(attempts=3, retry_backoff=0.5, sleep=sleep)
     assert (await auth.headers(bc.session))["Authorization"].startswith("Bearer ")
-    assert bc.token_requests == 3
-    assert sleeps == [0.5, 1.0]
+    assert bc.token_requests() == 3
+    assert len(sleeps) == 2 and sleeps[0] >= 0.5 and sleeps[1] >= 1.0
 
 
-async def test_renewal_failing_on_the_network_keeps_the_still_valid_token(bc: TokenSite) -> None:
+async def test_renewal_failing_on_the_network_keeps_the_still_valid_token(bc: BCSite) -> None:
     auth = bc.auth(attempts=1)
     assert await call_api(auth, bc.session, bc.api_url) == 200
-    bc.token_outage = True
+    bc.faults(rate_5xx=1.0, only_routes=["oauth2"])
     bc.clock.advance(3400)  # renewal due, token valid for 199 s more
     assert await call_api(auth, bc.session, bc.api_url) == 200
-    requests_during_outage = bc.token_requests
+    requests_during_outage = bc.token_requests()
     bc.clock.advance(10)  # renewal is retried at most every 30 s, not on every call
     assert await call_api(auth, bc.session, bc.api_url) == 200
-    assert bc.token_requests == requests_during_outage
+    assert bc.token_requests() == requests_during_outage
     bc.clock.advance(200)  # now expired: the outage surfaces
     with pytest.raises(UnreachableError):
         await auth.headers(bc.session)
-    bc.token_outage = False
+    bc.faults()
     assert await call_api(auth, bc.session, bc.api_url) == 200
+    assert bc.api_401s() == 0
 
 
 def _self_signed(key: rsa.RSAPrivateKey, name: str = "syncd-test") -> str:
@@ -393,11 +365,8 @@ def rsa_keys() -> list[rsa.RSAPrivateKey]:
 async def test_certificate_credential_gets_a_token(rsa_keys: list[rsa.RSAPrivateKey]) -> None:
     key = rsa_keys[0]
     cert = _self_signed(key)
-    clock = FakeClock()
     cert_client = "22222222-0000-0000-0000-0000000000ce"
-    entra = EntraEmulator(tenant=TENANT, client_certificates={cert_client: cert.encode()}, clock=clock)
-    site = await start_token_site(entra, clock)
-    try:
+    async with bc_site(client_certificates={cert_client: cert.encode()}) as site:
         auth = site.auth(
             client_id=cert_client, client_secret=None, certificate_pem=cert, private_key_pem=_pem(key)
         )
@@ -414,9 +383,6 @@ async def test_certificate_credential_gets_a_token(rsa_keys: list[rsa.RSAPrivate
         with pytest.raises(AuthError) as e:
             await wrong.headers(site.session)
         assert e.value.hint is not None and "upload the certificate" in e.value.hint
-    finally:
-        await site.session.close()
-        await site.server.close()
 
 
 def test_certificate_and_key_must_match(rsa_keys: list[rsa.RSAPrivateKey]) -> None:
@@ -450,7 +416,7 @@ def test_describe_names_client_and_tenant_but_no_secret() -> None:
     assert auth.token_url == f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"
 
 
-async def test_access_tokens_are_known_to_log_redaction(bc: TokenSite) -> None:
+async def test_access_tokens_are_known_to_log_redaction(bc: BCSite) -> None:
     from syncd.logs import redact_text
 
     headers = await bc.auth().headers(bc.session)
