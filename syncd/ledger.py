@@ -254,11 +254,30 @@ def _clip(text: str | None) -> str | None:
     return text if text is None or len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def _item_from_row(row: sqlite3.Row) -> LedgerItem:
-    data = dict(zip(row.keys(), row, strict=True))
-    data["status"] = Outcome(data["status"])
-    data["wrote_picture"] = bool(data["wrote_picture"])
-    return LedgerItem(**data)
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+def _item_from_row(r: sqlite3.Row) -> LedgerItem:
+    """A row of ``_SELECT_ITEMS`` (columns in LedgerItem field order); positional for speed."""
+    return LedgerItem(
+        mapping=r[0],
+        source_kind=r[1],
+        source_id=r[2],
+        target_kind=r[3],
+        status=_OUTCOMES[r[4]],
+        target_id=r[5],
+        target_number=r[6],
+        source_fingerprint=r[7],
+        source_hash=r[8],
+        output_hash=r[9],
+        target_etag=r[10],
+        normalizer_version=r[11],
+        wrote_picture=bool(r[12]),
+        error=r[13],
+        attempts=r[14],
+        synced_at=r[15],
+        checked_at=r[16],
+    )
 
 
 def _item_params(item: LedgerItem) -> tuple[Any, ...]:
