@@ -547,3 +547,13 @@ async def test_a_cancelled_record_leaves_the_ledger_usable(ledger: Ledger, steps
     await asyncio.gather(task, return_exceptions=True)
     await ledger.record(item(2))
     assert 2 in await ledger.get_items("customers", "contact", [1, 2])
+
+
+async def test_two_processes_writing_one_ledger_wait_for_each_other(ledger: Ledger, path: Path):
+    # A manual `syncd run --once` of one mapping next to a daemon syncing another: two connections.
+    async with Ledger.open(path) as other:
+        await asyncio.gather(
+            *(ledger.record(item(i)) for i in range(100)),
+            *(other.record(item(i, mapping="vendors")) for i in range(100)),
+        )
+        assert await other.count_items() == 200

@@ -11,12 +11,13 @@ import signal
 import sys
 import textwrap
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from syncd.errors import ExitCode, LockedError
-from syncd.locks import MappingLock, is_locked, lock_path, read_holder
+from syncd.locks import LockHolder, MappingLock, is_locked, lock_path, read_holder
 
 HOLDER_SCRIPT = textwrap.dedent(
     """
@@ -159,3 +160,13 @@ async def test_unwritable_lock_directory_is_a_clear_error(tmp_path: Path):
 def test_empty_mapping_name_is_rejected(ledger: Path):
     with pytest.raises(ValueError, match="must not be empty"):
         MappingLock(ledger, "")
+
+
+def test_holder_description_adds_date_and_host_when_they_differ():
+    since = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    text = LockHolder(99, "other-host", "syncd daemon", since).describe()
+    local = since.astimezone()
+    assert text == f"pid 99 on other-host (syncd daemon, since {local:%Y-%m-%d %H:%M:%S})"
+    assert LockHolder.from_json(LockHolder(99, "h", "c", since).to_json()) == LockHolder(99, "h", "c", since)
+    assert LockHolder.from_json("") is None
+    assert LockHolder.from_json('{"pid": "x"}') is None
