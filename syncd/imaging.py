@@ -258,14 +258,22 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 
 def _scale_to_8bit(im: Image.Image) -> Image.Image:
-    """16-bit and 32-bit single-channel pictures → "L", scaled over their range (never clipped)."""
+    """16-bit, 32-bit and float single-channel pictures → "L", scaled over their range (never clipped).
+
+    I;16 is 0..65535 by definition. Mode I (32-bit TIFF) carries no nominal range, so values within
+    0..255 are taken as 8-bit, within 0..65535 as 16-bit, anything else is stretched over its extrema.
+    Mode F is taken as 0..1 when it fits, otherwise stretched.
+    """
     if im.mode.startswith("I;16"):
         return im.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
     if im.mode == "I":
         lo, hi = im.getextrema()
         if not isinstance(lo, int) or not isinstance(hi, int):  # pragma: no cover - mode I is one band
             raise ImageError("picture has unreadable sample values")
-        if lo >= 0 and hi <= 65535:  # 16-bit data stored as I (PNG, TIFF)
+        # Mode I says nothing about the nominal range: guess it from the data (8-bit, 16-bit, other).
+        if lo >= 0 and hi <= 255:
+            return im.convert("L")
+        if lo >= 0 and hi <= 65535:
             return im.point(lambda v: v * (1 / 257) + 0.5).convert("L")
         span = max(hi - lo, 1)
         return im.point(lambda v: (v - lo) * (255 / span) + 0.5).convert("L")
@@ -411,23 +419,44 @@ def normalize(data: bytes, profile: PictureProfile) -> NormalizedPicture:
         )
     try:
         with warnings.catch_warnings():
-            # Filters are process-global; this is belt and braces. The explicit pixel check below is
+            # Pillow warns about damaged metadata it then ignores ("Corrupt EXIF data", ...): nothing an
+            # operator can act on, so silenced here; a decompression-bomb warning is an error. Filters
+            # are process-global, so this is belt and braces: the explicit pixel check in _normalize is
             # the real decompression-bomb guard and does not depend on the warning machinery.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return _normalize(data, fmt, profile)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{fmt} picture has too many pixels (decompression bomb?): {exc}") from None
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(m.group(1)):,} pixels" if m else "its size"
+        limit = min(profile.max_input_pixels, Image.MAX_IMAGE_PIXELS or profile.max_input_pixels)
+        raise ImageError(
+            f"{fmt} picture has too many pixels (decompression bomb?): {pixels} is over the limit "
+            f"of {limit:,}"
+        ) from None
     except MemoryError:
         raise ImageError(f"{fmt} picture needs more memory to decode than is available") from None
     except UnidentifiedImageError:
         raise ImageError(f"corrupt {fmt} picture: its header cannot be read") from None
     except Exception as exc:  # Pillow raises many types for bad input; all mean "bad picture"
         detail = str(exc) or type(exc).__name__
-        if "truncated" in detail or isinstance(exc, EOFError):
-            raise ImageError(f"truncated {fmt} picture: {detail}") from None
+        if "truncated" in detail or isinstance(exc, EOFError) or _lacks_end_marker(fmt, data):
+            raise ImageError(f"truncated {fmt} picture (the data ends too early): {detail}") from None
         raise ImageError(f"corrupt {fmt} picture: {detail}") from None
+
+
+def _lacks_end_marker(fmt: str, data: bytes) -> bool:
+    """Whether a picture that failed to decode is missing its format's end marker (cut short)."""
+    tail = data[-64:]
+    if fmt == "PNG":
+        return b"IEND" not in tail
+    if fmt == "JPEG":
+        return b"\xff\xd9" not in data[-1024:]
+    if fmt == "GIF":
+        return not data.rstrip(b"\x00").endswith(b"\x3b")
+    return False
 
 
 def _normalize(data: bytes, fmt: str, profile: PictureProfile) -> NormalizedPicture:
