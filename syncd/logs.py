@@ -258,6 +258,19 @@ class _SyncdHandler(logging.StreamHandler[TextIO]):
     """The root handler installed by :func:`configure_logging` (recognized and replaced on reconfigure)."""
 
 
+class _StderrHandler(_SyncdHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record, not the object it was at set-up
+    (test runners and some hosts swap it; a handler holding the old one writes to a closed file)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 _original_excepthook = sys.excepthook
 _original_threading_excepthook = threading.excepthook
 
@@ -332,7 +345,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
             _RedactedRenderer(renderer),
         ],
     )
-    handler = _SyncdHandler(out)
+    handler: _SyncdHandler = _SyncdHandler(out) if stream is not None else _StderrHandler()
     handler.setFormatter(formatter)
 
     root = logging.getLogger()

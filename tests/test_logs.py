@@ -231,3 +231,14 @@ def test_redact_copies_containers_and_leaves_other_values() -> None:
     out = redact(original)
     assert out == {"headers": {"Authorization": MASK}, "n": 1, "ok": True}
     assert original["headers"]["Authorization"] == "Bearer zzzzzzzz"
+
+
+def test_default_output_follows_the_current_stderr(
+    captured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_logging(json=True)
+    replacement = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", replacement)  # e.g. a test runner or host swapping stderr later
+    structlog.get_logger().info("after swap", password="pw-pw-pw-pw")
+    line = json.loads(replacement.getvalue())
+    assert line["event"] == "after swap" and line["password"] == MASK
