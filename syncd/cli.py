@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AsyncExitStack, nullcontext
 from typing import Any
 
 import structlog
@@ -221,8 +221,8 @@ def _run_json(r: Any) -> dict[str, Any]:
 
 def _issue_json(i: Any) -> dict[str, Any]:
     return {
-        "mapping": i.mapping, "kind": i.kind, "source": i.source_ids, "target": i.target_ids,
-        "detail": i.detail,
+        "mapping": i.mapping, "kind": i.kind, "source": str(i.source_id), "target": ", ".join(i.target_ids),
+        "key": i.key, "detail": i.detail,
     }
 
 
@@ -232,8 +232,14 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
     if args.ledger_command == "reset":
         if args.mapping:
             config.mapping(args.mapping)  # unknown names are an error, not a silent no-op
-        async with Ledger.open(config.ledger) as ledger:
-            removed = await ledger.reset(args.mapping)
+        from syncd.locks import MappingLock
+
+        names = [args.mapping] if args.mapping else [m.name for m in config.mappings]
+        async with AsyncExitStack() as locks:
+            for name in names:  # never pull the ledger from under a running sync
+                await locks.enter_async_context(MappingLock(config.ledger, name, command="syncd ledger reset"))
+            async with Ledger.open(config.ledger) as ledger:
+                removed = await ledger.reset(args.mapping)
         what = f"mapping {args.mapping!r}" if args.mapping else "all mappings"
         print(f"ledger reset for {what}: {removed} rows forgotten; the next run compares every picture again")
         return 0

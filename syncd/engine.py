@@ -34,7 +34,16 @@ import structlog
 from syncd import imaging
 from syncd.businesscentral import BusinessCentralClient
 from syncd.config import Config, MappingConfig
-from syncd.decisions import Policy, Post, Pre, SourceState, TargetState, decide_after_fetch, decide_before_fetch
+from syncd.decisions import (
+    FINGERPRINT_UNAVAILABLE,
+    Policy,
+    Post,
+    Pre,
+    SourceState,
+    TargetState,
+    decide_after_fetch,
+    decide_before_fetch,
+)
 from syncd.errors import (
     ApiError,
     AuthError,
@@ -53,7 +62,6 @@ from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
 log = structlog.get_logger("syncd.engine")
 
 PENDING = "pending:"  # ledger etag prefix: written, BC did not tell the new etag; confirmed at next listing
-UNAVAILABLE = "unavailable"  # fingerprint when ImageInfo cannot be read: compare by downloading
 THUMBS_PER_RUN = 20
 
 
@@ -320,12 +328,12 @@ class Engine:
 
     async def _fingerprint(self, kind: SourceKind, entity_id: int) -> str | None:
         if not self.source.image_info_supported:
-            return UNAVAILABLE
+            return FINGERPRINT_UNAVAILABLE
         try:
             return await self.source.fingerprint(kind, entity_id)
         except NotFoundError:
             # The record vanished, or this installation has no ImageInfo route: decide by download.
-            return UNAVAILABLE
+            return FINGERPRINT_UNAVAILABLE
 
     def _confirm_pending(self, item: LedgerItem | None, picture: TargetPicture | None) -> LedgerItem | None:
         """A write whose reply did not carry the new etag is confirmed by the next listing: if the
@@ -354,6 +362,9 @@ class Engine:
     def _checked(self, mapping: MappingConfig, w: _Work, outcome: Outcome) -> LedgerItem:
         """The ledger row after phase A settled an item without writing."""
         base = w.item or _new_item(mapping, w.pair)
+        if outcome is Outcome.KEPT and w.fingerprint is None:
+            # Source blank, policy keeps the picture we wrote: it stays ours, etag and all.
+            return replace(base, status=outcome, error=None, checked_at=now_iso())
         if outcome is Outcome.KEPT:
             # Someone else's picture in BC: remember its etag, and that it is not ours.
             return replace(
@@ -462,13 +473,19 @@ class Engine:
             return Outcome.CLEARED
 
         data = await self.source.image(kind, pair.source.id)
-        if data is None:  # went blank between ImageInfo and download
+        if data is None:  # blank after all (removed meanwhile, or ImageInfo unavailable): decide again
+            again = decide_before_fetch(
+                w.item, SourceState(fingerprint=None), w.target, policy, self.normalizer_version, options.full
+            )
+            blank = replace(w, fingerprint=None, action=again)
+            if again is Pre.CLEAR:
+                return await self._item(mapping, blank, policy, options, result, state)
+            outcome = Outcome.KEPT if again is Pre.KEEP else Outcome.BLANK
             if options.dry_run:
-                result.plan.append(_plan_entry(w, "blank"))
+                result.plan.append(_plan_entry(w, again.value))
             else:
-                await self._record(replace(base, target_id=pair.target.id, status=Outcome.BLANK,
-                                           error=None, checked_at=now_iso()))
-            return Outcome.BLANK
+                await self._record(self._checked(mapping, blank, outcome))
+            return outcome
         source_hash = sha256(data)
         if decide_after_fetch(w.item, source_hash, None, w.target, self.normalizer_version) is Post.SKIP:
             if options.dry_run:
@@ -636,6 +653,9 @@ def _plan_entry(w: _Work, action: str, detail: str = "") -> PlanEntry:
     )
 
 
+MAX_ISSUES_PER_KIND = 1000  # counts stay exact; the ledger keeps this many records of each kind
+
+
 def _issues(mapping: MappingConfig, result: RunResult) -> list[Issue]:
     issues: list[Issue] = []
     for p in result.match_problems:
@@ -644,4 +664,10 @@ def _issues(mapping: MappingConfig, result: RunResult) -> list[Issue]:
             issues.append(Issue(kind=kind, source_id=sid, target_ids=p.target_ids, key=p.key, detail=p.detail))
     for f in result.failed_items:
         issues.append(Issue(kind="failed", source_id=f[0], target_ids=(f[1],), detail=f[2]))
-    return issues
+    kept: dict[str, int] = {}
+    out = []
+    for i in issues:
+        kept[i.kind] = kept.get(i.kind, 0) + 1
+        if kept[i.kind] <= MAX_ISSUES_PER_KIND:
+            out.append(i)
+    return out
