@@ -96,16 +96,46 @@ def _public_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-# Generated once per process (~50 ms each). In-process tests read the constants; a separate process gets
-# them from the PEM files `syncd sandbox --write-config` writes next to the config.
-_APP_KEY = _new_rsa_key()
-#: The partner app's RSA private key: signs the system user token (what syncd's system_user auth needs).
-SANDBOX_APP_PRIVATE_KEY_PEM: bytes = _private_pem(_APP_KEY)
-#: Its public half, registered with the emulator for the sandbox application token.
-SANDBOX_APP_PUBLIC_KEY_PEM: bytes = _public_pem(_APP_KEY)
-_JWT_KEY = _new_rsa_key()
-#: Public key of the emulated SuperOffice login service; verifies the RS256 JWTs it issues.
-SANDBOX_SO_JWT_PUBLIC_KEY_PEM: bytes = _public_pem(_JWT_KEY)
+@functools.cache
+def _sandbox_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
+    """(the partner app's key, the login service's JWT signing key), made once per process on first use
+    (RSA key generation takes 50-500 ms, so importing this module does not pay for it)."""
+    return _new_rsa_key(), _new_rsa_key()
+
+
+def sandbox_app_private_key_pem() -> bytes:
+    """The partner app's RSA private key: signs the system user token (syncd's system_user auth)."""
+    return _private_pem(_sandbox_keys()[0])
+
+
+def sandbox_app_public_key_pem() -> bytes:
+    """Its public half, registered with the emulator for the sandbox application token."""
+    return _public_pem(_sandbox_keys()[0])
+
+
+def sandbox_jwt_public_key_pem() -> bytes:
+    """Public key of the emulated SuperOffice login service; verifies the RS256 JWTs it issues."""
+    return _public_pem(_sandbox_keys()[1])
+
+
+# The same PEMs as module constants, computed on first access (PEP 562). In-process tests read them; a
+# separate process gets them from the files `syncd sandbox --write-config` writes next to the config.
+SANDBOX_APP_PRIVATE_KEY_PEM: bytes
+SANDBOX_APP_PUBLIC_KEY_PEM: bytes
+SANDBOX_SO_JWT_PUBLIC_KEY_PEM: bytes
+_LAZY_CONSTANTS: dict[str, Callable[[], bytes]] = {
+    "SANDBOX_APP_PRIVATE_KEY_PEM": sandbox_app_private_key_pem,
+    "SANDBOX_APP_PUBLIC_KEY_PEM": sandbox_app_public_key_pem,
+    "SANDBOX_SO_JWT_PUBLIC_KEY_PEM": sandbox_jwt_public_key_pem,
+}
+
+
+def __getattr__(name: str) -> bytes:
+    make = _LAZY_CONSTANTS.get(name)
+    if make is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return make()
+
 
 #: The quirk knobs ``PUT /_sandbox/so/options`` may change at run time.
 SO_OPTIONS: tuple[str, ...] = (
@@ -1056,14 +1086,16 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def make_jwt(claims: Mapping[str, Any], key: rsa.RSAPrivateKey = _JWT_KEY) -> str:
+def make_jwt(claims: Mapping[str, Any], key: rsa.RSAPrivateKey | None = None) -> str:
+    """An RS256 JWT over ``claims``, signed by ``key`` (default: the sandbox login service's key)."""
     header = {"alg": "RS256", "typ": "JWT", "kid": "superoffice-sandbox"}
     signing_input = (
         _b64url(json.dumps(header, separators=(",", ":")).encode())
         + "."
         + _b64url(json.dumps(dict(claims), separators=(",", ":")).encode())
     )
-    signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    signer = key if key is not None else _sandbox_keys()[1]
+    signature = signer.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return signing_input + "." + _b64url(signature)
 
 
@@ -1160,7 +1192,7 @@ class SuperOfficeEmulator(Emulator):
         self.tenant = tenant
         self.users = {SANDBOX_SO_USER: SANDBOX_SO_PASSWORD} if users is None else dict(users)
         self.app_tokens = (
-            {SANDBOX_SO_APP_TOKEN: SANDBOX_APP_PUBLIC_KEY_PEM} if app_tokens is None else dict(app_tokens)
+            {SANDBOX_SO_APP_TOKEN: sandbox_app_public_key_pem()} if app_tokens is None else dict(app_tokens)
         )
         self.system_user_token = system_user_token
         self.ticket_lifetime = ticket_lifetime
