@@ -82,7 +82,7 @@ SO_TICKET_LIFETIME = 6 * 3600.0  # documented sliding expiration of a system use
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_REFRESH_MARGIN = 300.0
-MIN_LIFETIME = 60.0  # never plan a refresh sooner than this after fetching (clock skew guard)
+MIN_LIFETIME = 1.0  # a credential reported as already expired is still tried once
 FORCED_RENEWAL_WINDOW = 60.0  # a credential fetched after a 401 and refused within this long: no renewal
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -280,7 +280,8 @@ class _CachedCredentialAuth:
             return True  # already dropped by a concurrent 401; the next headers() fetches a new one
         if not _same(_header(sent_headers, "Authorization"), current.authorization.reveal()):
             return True  # an older credential was sent; the current one is different
-        if current.forced and self._clock() - current.obtained_at < FORCED_RENEWAL_WINDOW:
+        now = self._clock()
+        if current.forced and now - current.obtained_at < FORCED_RENEWAL_WINDOW and now < current.refresh_at:
             log.warning(
                 "%s: a credential fetched after a 401 was refused again; not renewing (check permissions)",
                 self.describe(),

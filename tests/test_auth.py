@@ -176,6 +176,15 @@ async def test_short_lived_tokens_are_renewed_at_ninety_percent_of_their_life() 
         assert site.token_requests() == 2
 
 
+async def test_very_short_lived_tokens_keep_working() -> None:
+    async with bc_site(token_lifetime=5) as site:
+        auth = site.auth()
+        for _ in range(20):  # a call every 3 s: each token serves one or two calls
+            assert await call_api(auth, site.session, site.api_url) == 200
+            site.clock.advance(3)
+        assert site.api_401s() == 0
+
+
 async def test_401_after_revocation_refreshes_exactly_once(bc: BCSite) -> None:
     auth = bc.auth()
     assert await call_api(auth, bc.session, bc.api_url) == 200
