@@ -515,6 +515,7 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
             if token_type.lower() != "bearer":
                 raise AuthError(f"Entra ID returned a {token_type!r} token, syncd expects a Bearer token")
             lifetime = _number(body.get("expires_in"), default=3600.0)
+            Secret(body["access_token"], ephemeral=True)  # the bare token is masked in logs too
             return _Fetched(Secret("Bearer " + body["access_token"], ephemeral=True), lifetime)
         raise self._error(status, body)
 
