@@ -66,12 +66,16 @@ def _parse_size(value: Any) -> Any:
 def _resolve(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, Secret):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
     if not isinstance(value, str):
-        raise ValueError("must be a string")
+        # An unquoted 0123 would silently become 123: make the user quote it.
+        raise ValueError('must be a string; put the value in quotes ("...")')
     ctx = info.context or {}
-    return resolve_secret(value, config_path=ctx.get("config_path"), env=ctx.get("env", os.environ))
+    try:
+        return resolve_secret(
+            value, config_path=ctx.get("config_path"), env=ctx.get("env", os.environ), key=info.field_name or "secret"
+        )
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None  # so the error names the key path and line
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
@@ -80,7 +84,9 @@ SecretValue = Annotated[Secret, BeforeValidator(_resolve)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
 
 # --- SuperOffice auth ------------------------------------------------------------------------------
@@ -111,6 +117,8 @@ class SOSystemUserAuth(_Model):
     private_key: SecretValue = Field(description="PEM private key of the application (RSA)")
     context_identifier: str | None = None  # derived from base_url (CustNNNNN) when absent
     login_url: str | None = None  # default: https://{env}.superoffice.com/login from base_url's host
+    jwt_public_key: str | None = None  # PEM of SuperOffice's signing certificate key: verify the JWT
+    ticket_lifetime: Duration = 6 * 3600.0  # documented sliding window; renewed before it ends
 
 
 SOAuth = Annotated[
@@ -125,9 +133,17 @@ class BCClientCredentials(_Model):
     type: Literal["client_credentials"]
     tenant_id: str
     client_id: str
-    client_secret: SecretValue
+    client_secret: SecretValue | None = None
+    certificate: str | None = None  # PEM certificate registered on the app (instead of a client secret)
+    private_key: SecretValue | None = None  # its private key (PEM)
     scope: str = "https://api.businesscentral.dynamics.com/.default"
     token_url: str | None = None  # default https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> BCClientCredentials:
+        if self.client_secret is None and (self.certificate is None or self.private_key is None):
+            raise ValueError("needs client_secret, or certificate and private_key")
+        return self
 
 
 class BCBasicAuth(_Model):

@@ -57,6 +57,8 @@ def superoffice_auth(cfg: SuperOfficeConfig, clock: Callable[[], float] = time.t
         application_token=a.application_token,
         system_user_token=a.system_user_token,
         private_key_pem=a.private_key,
+        jwt_public_key_pem=a.jwt_public_key,
+        ticket_lifetime=a.ticket_lifetime,
         clock=clock,
     )
 
@@ -82,6 +84,8 @@ def businesscentral_auth(cfg: BusinessCentralConfig, clock: Callable[[], float] 
             tenant_id=a.tenant_id,
             client_id=a.client_id,
             client_secret=a.client_secret,
+            certificate_pem=a.certificate,
+            private_key_pem=a.private_key,
             scope=a.scope,
             token_url=a.token_url,
             clock=clock,
