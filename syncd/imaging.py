@@ -68,6 +68,14 @@ _UPRIGHT: Final[dict[int, Image.Transpose]] = {
 }
 _SWAPS_SIDES: Final = frozenset({5, 6, 7, 8})
 
+# Installed once, at import, for Pillow's own warnings only: a decompression-bomb warning (more pixels
+# than Image.MAX_IMAGE_PIXELS) is an error, and Pillow's notes about damaged metadata it then ignores
+# ("Corrupt EXIF data", ...) are nothing an operator can act on. Not warnings.catch_warnings() around
+# each call: that swaps the process-global filter list and races when normalize runs in several threads.
+# The explicit pixel check in _normalize is the real bomb guard and needs no warning machinery at all.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 _HEX_COLOUR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
 
 
@@ -257,41 +265,72 @@ def _srgb() -> ImageCms.ImageCmsProfile:
     return _srgb_profile
 
 
-def _scale_to_8bit(im: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float single-channel pictures → "L", scaled over their range (never clipped).
+_ToneMap = tuple[float, float]  # 8-bit value = sample * scale + offset
 
-    I;16 is 0..65535 by definition. Mode I (32-bit TIFF) carries no nominal range, so values within
+
+def _tone_map(im: Image.Image) -> _ToneMap | None:
+    """For I and F pictures, how to scale samples to 0..255 (never clipped); None for 8-bit modes.
+
+    Decided on the full-size picture (``getextrema`` allocates nothing), applied after resizing, so
+    the wide intermediate is only ever the small one. I;16 has arrived here as I with its 0..65535
+    range (see ``_resizable``). Mode I proper (32-bit TIFF) carries no nominal range, so values within
     0..255 are taken as 8-bit, within 0..65535 as 16-bit, anything else is stretched over its extrema.
     Mode F is taken as 0..1 when it fits, otherwise stretched.
     """
-    if im.mode.startswith("I;16"):
-        return im.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
-    if im.mode == "I":
-        lo, hi = im.getextrema()
-        if not isinstance(lo, int) or not isinstance(hi, int):  # pragma: no cover - mode I is one band
-            raise ImageError("picture has unreadable sample values")
-        # Mode I says nothing about the nominal range: guess it from the data (8-bit, 16-bit, other).
-        if lo >= 0 and hi <= 255:
-            return im.convert("L")
-        if lo >= 0 and hi <= 65535:
-            return im.point(lambda v: v * (1 / 257) + 0.5).convert("L")
-        span = max(hi - lo, 1)
-        return im.point(lambda v: (v - lo) * (255 / span) + 0.5).convert("L")
-    # "F": floats; 0..1 is the usual convention, anything else is stretched over its range
-    lo_f, hi_f = im.getextrema()
-    if not isinstance(lo_f, float | int) or not isinstance(hi_f, float | int):  # pragma: no cover
+    if im.mode not in ("I", "F"):
+        return None
+    lo, hi = im.getextrema()
+    if not isinstance(lo, float | int) or not isinstance(hi, float | int):  # pragma: no cover - 1 band
         raise ImageError("picture has unreadable sample values")
-    if lo_f >= 0 and hi_f <= 1:
-        lo_f, hi_f = 0.0, 1.0
-    span_f = max(hi_f - lo_f, 1e-12)
-    return im.point(lambda v: (v - lo_f) * (255 / span_f) + 0.5).convert("L")
+    if im.mode == "I" and lo >= 0 and hi <= 255:
+        return 1.0, 0.0
+    if im.mode == "I" and lo >= 0 and hi <= 65535:
+        return 1 / 257, 0.5
+    if im.mode == "F" and lo >= 0 and hi <= 1:
+        return 255.0, 0.5
+    span = max(float(hi) - float(lo), 1e-12)
+    return 255 / span, 0.5 - float(lo) * 255 / span
 
 
-def _working_mode(im: Image.Image) -> Image.Image:
-    """Convert to one of L, LA, RGB, RGBA, CMYK (modes resize/ICC handle), keeping transparency."""
+def _apply_tone_map(im: Image.Image, tone: _ToneMap) -> Image.Image:
+    scale, offset = tone
+    return im.point(lambda v: v * scale + offset).convert("L")
+
+
+def _flattened_palette(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """A palette picture with transparency, flattened onto ``background`` through its palette alone.
+
+    Exact (flattening is linear, so it commutes with resampling) and cheap: the full-size picture
+    becomes RGB, never RGBA plus a premultiplied copy.
+    """
+    transparency = im.info.get("transparency")
+    palette = (im.getpalette("RGB") or []) + [0] * 768
+    alphas = [255] * 256
+    if isinstance(transparency, int) and 0 <= transparency < 256:
+        alphas[transparency] = 0
+    elif isinstance(transparency, bytes):
+        alphas[: len(transparency[:256])] = transparency[:256]
+    flat: list[int] = []
+    for index in range(256):
+        a = alphas[index]
+        for channel in range(3):
+            value = palette[3 * index + channel] * a + background[channel] * (255 - a)
+            flat.append((value + 127) // 255)
+    im = im.copy()
+    im.info.pop("transparency", None)
+    im.putpalette(flat, "RGB")
+    return im.convert("RGB")
+
+
+def _resizable(im: Image.Image, profile: PictureProfile) -> Image.Image:
+    """The full-size picture in a mode resize() handles well: L, LA, RGB, RGBA, CMYK, I or F.
+
+    Transparency is kept as an alpha channel (or, for palette pictures going to JPEG, flattened
+    through the palette); I;16 widens to I, whose tones ``_tone_map`` scales after resizing.
+    """
     mode = im.mode
     has_tr = "transparency" in im.info
-    if mode in ("L", "RGB", "CMYK") and not has_tr:
+    if mode in ("L", "RGB", "CMYK", "I", "F") and not has_tr:
         return im
     if mode in ("LA", "RGBA"):
         return im
@@ -299,12 +338,14 @@ def _working_mode(im: Image.Image) -> Image.Image:
         return im.convert("LA")
     if mode == "RGB":
         return im.convert("RGBA")
+    if mode == "P" and has_tr and profile.format == "JPEG":
+        return _flattened_palette(im, profile.background)
     if mode in ("P", "PA"):
         return im.convert("RGBA" if has_tr or mode == "PA" else "RGB")
     if mode == "1":
         return im.convert("L")
-    if mode.startswith("I") or mode == "F":
-        return _scale_to_8bit(im)
+    if mode.startswith("I;16"):
+        return im.convert("I")
     if mode == "La":
         return im.convert("LA")
     if mode == "RGBa":
@@ -418,14 +459,7 @@ def normalize(data: bytes, profile: PictureProfile) -> NormalizedPicture:
             hint="add the format to picture.allowed_formats",
         )
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about damaged metadata it then ignores ("Corrupt EXIF data", ...): nothing an
-            # operator can act on, so silenced here; a decompression-bomb warning is an error. Filters
-            # are process-global, so this is belt and braces: the explicit pixel check in _normalize is
-            # the real decompression-bomb guard and does not depend on the warning machinery.
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _normalize(data, fmt, profile)
+        return _normalize(data, fmt, profile)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -470,6 +504,14 @@ def _normalize(data: bytes, fmt: str, profile: PictureProfile) -> NormalizedPict
                 f"{width * height:,} > max_input_pixels={profile.max_input_pixels:,}",
                 hint="raise picture.max_input_pixels if such pictures are legitimate",
             )
+        # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; whatever the warning filters
+        # say (a test runner or the host application may reset them), that range is refused too.
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        if pillow_limit is not None and width * height > pillow_limit:
+            raise ImageError(
+                f"{fmt} picture has too many pixels (decompression bomb?): {width}×{height} = "
+                f"{width * height:,} > Pillow's Image.MAX_IMAGE_PIXELS={pillow_limit:,}"
+            )
         if max(width, height) > profile.max_input_side:
             raise ImageError(
                 f"{fmt} picture has absurd dimensions {width}×{height} "
@@ -497,11 +539,14 @@ def _normalize(data: bytes, fmt: str, profile: PictureProfile) -> NormalizedPict
             ow, oh = _fit(uw, uh, profile.max_width, profile.max_height)
             sw, sh = (oh, ow) if swap else (ow, oh)
 
-        im = _working_mode(src)
+        im = _resizable(src, profile)
+        tone = _tone_map(im)
         if im.size != (sw, sh) or (box is not None and box != (0, 0, *im.size)):
             im = im.resize((sw, sh), Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
         elif im is src:
             im = im.copy()
+    if tone is not None:
+        im = _apply_tone_map(im, tone)
     if orientation in _UPRIGHT:
         im = im.transpose(_UPRIGHT[orientation])
     rgb, alpha = _to_srgb(im, icc)

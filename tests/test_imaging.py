@@ -217,6 +217,19 @@ def test_palette_transparency_is_flattened_on_background() -> None:
         assert close(mean(out, (0.6, 0.1, 0.95, 0.9)), (0, 0, 255)), fmt
 
 
+def test_palette_png_with_partial_alpha_is_blended_on_background() -> None:
+    im = Image.new("P", (60, 40), 0)
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    ImageDraw.Draw(im).rectangle((30, 0, 59, 39), fill=1)
+    data = encode(im, "PNG", transparency=bytes([128, 255]))  # red at 50 %, blue opaque
+    assert isinstance(Image.open(io.BytesIO(data)).info["transparency"], bytes)
+    _, out = run(data, PictureProfile(background="#00ff00"))
+    assert close(mean(out, (0.05, 0.1, 0.4, 0.9)), (128, 127, 0), 8)
+    assert close(mean(out, (0.6, 0.1, 0.95, 0.9)), (0, 0, 255), 8)
+    _, png = run(data, PictureProfile(format="PNG"))
+    assert png.mode == "RGBA" and png.getpixel((5, 5)) == (255, 0, 0, 128)
+
+
 @pytest.mark.parametrize(("value16", "value8"), [(0, 0), (16384, 64), (32768, 128), (65535, 255)])
 def test_16bit_png_is_scaled_not_clipped(value16: int, value8: int) -> None:
     data = grey16_png(value16)
@@ -230,9 +243,10 @@ def test_48bit_rgb_png_is_scaled_not_clipped() -> None:
     assert close(mean(im, (0, 0, 1, 1)), (255, 128, 0), 3)
 
 
-def test_32bit_tiff_keeps_its_tones() -> None:
+def test_32bit_and_float_tiff_keep_their_tones() -> None:
     ramp = Image.linear_gradient("L")  # 0 at the top, 255 at the bottom
-    for values in (ramp.convert("I"), ramp.convert("I").point(lambda v: v * 257)):
+    floats = ramp.convert("F").point(lambda v: v / 255)  # 0.0 .. 1.0
+    for values in (ramp.convert("I"), ramp.convert("I").point(lambda v: v * 257), floats):
         _, im = run(encode(values, "TIFF"))
         assert mean(im, (0, 0, 1, 0.05))[0] < 12 and mean(im, (0, 0.95, 1, 1))[0] > 243
 
@@ -599,3 +613,10 @@ def test_sandbox_red_band_is_red() -> None:
 def test_unknown_sandbox_kind_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown picture kind"):
         make_picture("jpeg_huge", 1)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # not relied upon
+def test_pillow_pixel_limit_applies_even_when_the_profile_allows_more() -> None:
+    over_pillow_limit = png_file(9500, 9500, zlib.compress(bytes(10_000)))  # 90.25 M > 89.48 M pixels
+    with pytest.raises(ImageError, match=r"too many pixels .* > Pillow's Image.MAX_IMAGE_PIXELS=89,478,485"):
+        normalize(over_pillow_limit, PictureProfile(max_input_pixels=100_000_000))
