@@ -46,6 +46,13 @@ Choices the documents leave open (all marked "inferred" in the reference):
   * A client without permission sets may list companies (as observed in BC) but gets ``403``
     ``Authorization_InsufficientPermissions`` elsewhere (``no_permission_status=400`` gives the
     ``Internal_ServerError`` 400 that real tenants have been seen to send).
+  * Only the documented verbs exist on a picture: PUT on the stream is 405 like POST; an ``If-Match`` that
+    is not a well-formed etag (e.g. the JSON-escaped ``W/\"…\"``) is 400 ``BadRequest_InvalidToken``, a
+    well-formed but outdated one is the stale-etag error.
+  * v1.0/beta differ from v2.0 only where syncd meets them (the picture navigation and stream names);
+    records carry the v2.0 property set in every dialect.
+  * The request-rate limit is off unless asked for (``rate_limit=BC_RATE_LIMIT`` is BC's 6000 per 5 min);
+    the concurrency cap of 5 per principal with a queue of 95 is on, as in BC.
 
 Operational limits (§6; knobs, changeable at run time through the admin API): a sliding-window request
 limit per principal (429 with ``Retry-After``), a cap of concurrent requests per principal with a queue
@@ -392,7 +399,8 @@ class BCState:
     def __init__(self, *, seed: int = 0, clock: Callable[[], datetime] | None = None) -> None:
         self.clock: Callable[[], datetime] = clock or _default_clock
         self._rng = random.Random(seed)
-        self._rowversion = 1000
+        # Row versions are 19 digits like SQL rowversions seen in BC etags, so etags start with "JzE5O" too.
+        self._rowversion = 1_206_304_221_977_147_000
         self.companies: dict[str, BCCompany] = {}
 
     # -- building --------------------------------------------------------------------------------
@@ -1171,11 +1179,13 @@ class ConcurrencyGate:
                 "Application_TooManyRequests",
                 f"Too many requests reached.  Actual ({total}). Maximum ({cap + limits.max_queue}).",
             )
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         gate.waiters.append(waiter)
         gate.queued_total += 1
+        timer = loop.call_later(limits.queue_timeout, _expire, waiter)
         try:
-            await asyncio.wait_for(waiter, limits.queue_timeout)
+            await waiter
         except TimeoutError:
             self._forget(gate, waiter)
             gate.timed_out += 1
@@ -1186,8 +1196,13 @@ class ConcurrencyGate:
                 {"retry-after": str(limits.queue_retry_after)},
             ) from None
         except asyncio.CancelledError:
-            self._forget(gate, waiter)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(principal)  # handed a slot just as we were cancelled: pass it on
+            else:
+                self._forget(gate, waiter)
             raise
+        finally:
+            timer.cancel()
         gate.peak = max(gate.peak, gate.active)
 
     @staticmethod
@@ -1216,6 +1231,11 @@ class ConcurrencyGate:
             }
             for p, g in self.gates.items()
         }
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class SlidingWindow:
@@ -1955,7 +1975,7 @@ _QUERY_OPTIONS = frozenset(
         "$format",
     }
 )
-_QUERY_SAFE = "$'(),:/@!*;=+-._~"
+_QUERY_SAFE = "$'(),:/@!*;-._~"  # never '+' (it would come back as a space) nor '&', '='
 
 
 def _key(raw: str) -> str:

@@ -136,6 +136,7 @@ async def test_collection_rows_carry_documented_fields_and_weak_etags(bc: Runnin
     assert re.fullmatch(r"'(\d+);(\d+)1;00;'", decoded)
     length, value = decoded[1:].split(";")[:2]
     assert int(length) == len(value) - 1
+    assert first["@odata.etag"].startswith('W/"JzE5O')  # like BC's: '19;<19 digits>1;00;'
     etags = {row["@odata.etag"] for row in body["value"]}
     assert len(etags) == len(body["value"])  # one row version per record
 
@@ -336,6 +337,15 @@ async def test_next_link_keeps_filter_select_and_expand(bc: RunningBC) -> None:
     assert seen == ["C00001", "C00002", "C00004", "C00005"]
     query = parse_qs(urlsplit(links[0]).query)
     assert query["$filter"] == ["number ne 'C00003'"] and query["$expand"] == ["picture"]
+
+
+async def test_next_link_round_trips_a_timezone_offset_in_the_filter(bc: RunningBC) -> None:
+    params = {"$filter": "lastModifiedDateTime gt 2024-03-01T12:00:00+01:00"}
+    seen, links = await collect(
+        bc, f"{bc.company()}/customers", params=params, headers={"Prefer": "odata.maxpagesize=2"}
+    )
+    assert seen == ["C00002", "C00003", "C00004", "C00005"]
+    assert "%2B01:00" in links[0]
 
 
 async def test_next_link_works_without_resending_prefer(bc: RunningBC) -> None:

@@ -258,6 +258,13 @@ async def test_post_to_picture_or_content_is_405_method_not_allowed(bc: RunningB
         assert "'POST' requests for" in body["error"]["message"]
 
 
+async def test_put_on_the_stream_is_not_the_documented_upload_verb(bc: RunningBC) -> None:
+    resp = await bc.http.put(f"{picture_url(bc)}/pictureContent", data=jpeg(), headers={"If-Match": "*"})
+    assert resp.status == 405
+    assert (await resp.json())["error"]["code"] == "BadRequest_MethodNotAllowed"
+    assert (await get_picture(bc))["width"] == 40
+
+
 async def test_v1_upload_goes_to_picture_id_content(bc: RunningBC) -> None:
     url = f"{picture_url(bc, 'items', ITEM2, 'v1.0')}({ITEM2})/content"
     resp = await bc.http.patch(url, data=jpeg((50, 40)), headers={"If-Match": "*"})
