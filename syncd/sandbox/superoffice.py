@@ -1196,7 +1196,7 @@ class SuperOfficeEmulator(Emulator):
             {SANDBOX_SO_APP_TOKEN: sandbox_app_public_key_pem()} if app_tokens is None else dict(app_tokens)
         )
         self.system_user_token = system_user_token
-        self.ticket_lifetime = ticket_lifetime
+        self.ticket_lifetime = float(ticket_lifetime)
         self.bearer_lifetime = bearer_lifetime
         self.image_updates_touch_updated_date = image_updates_touch_updated_date
         self.json_image_on_json_accept = json_image_on_json_accept
@@ -1763,9 +1763,7 @@ class SuperOfficeEmulator(Emulator):
 
     async def _admin_create(self, request: web.Request) -> web.Response:
         kind = self._admin_kind(request)
-        body = await request.json()
-        if not isinstance(body, dict):
-            return web.json_response({"error": "JSON object of archive columns expected"}, status=400)
+        body = await _admin_body(request)
         try:
             if kind == "contact":
                 eid = self.state.add_contact(name=str(body.pop("name", "")), **body)
@@ -1784,9 +1782,7 @@ class SuperOfficeEmulator(Emulator):
 
     async def _admin_edit(self, request: web.Request) -> web.Response:
         kind, entity = self._admin_entity(request)
-        body = await request.json()
-        if not isinstance(body, dict):
-            return web.json_response({"error": "JSON object of archive columns expected"}, status=400)
+        body = await _admin_body(request)
         touch = request.query.get("touch", "true").casefold() != "false"
         try:
             self.state.edit(kind, _entity_id(entity), body, touch=touch)
@@ -1822,12 +1818,11 @@ class SuperOfficeEmulator(Emulator):
         return web.json_response(self._options())
 
     async def _admin_put_options(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if not isinstance(body, dict) or set(body) - set(SO_OPTIONS):
+        body = await _admin_body(request)
+        if set(body) - set(SO_OPTIONS):
             return web.json_response({"error": f"options are {list(SO_OPTIONS)}"}, status=400)
         for name, value in body.items():
-            current = getattr(self, name)
-            setattr(self, name, float(value) if isinstance(current, float) else bool(value))
+            setattr(self, name, float(value) if name == "ticket_lifetime" else bool(value))
         return web.json_response(self._options())
 
     def _tenant_json(self) -> dict[str, Any]:
@@ -1837,8 +1832,8 @@ class SuperOfficeEmulator(Emulator):
         return web.json_response(self._tenant_json())
 
     async def _admin_put_tenant(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if not isinstance(body, dict) or set(body) - {"state", "endpoint"}:
+        body = await _admin_body(request)
+        if set(body) - {"state", "endpoint"}:
             return web.json_response({"error": 'body is {"state": ..., "endpoint": ...}'}, status=400)
         if "state" in body:
             self.tenant_state = str(body["state"])
@@ -1847,8 +1842,8 @@ class SuperOfficeEmulator(Emulator):
         return web.json_response(self._tenant_json())
 
     async def _admin_mint(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        principal = str(body.get("principal", "sandbox")) if isinstance(body, dict) else "sandbox"
+        body = await _admin_body(request) if request.can_read_body else {}
+        principal = str(body.get("principal", "sandbox"))
         return web.json_response(
             {
                 "ticket": self.issue_ticket(principal),
@@ -1860,6 +1855,21 @@ class SuperOfficeEmulator(Emulator):
     async def _admin_revoke(self, request: web.Request) -> web.Response:
         self.revoke_all()
         return web.Response(status=204)
+
+
+async def _admin_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object an admin route was sent; 400 when it is not one."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text='{"error": "the body is not JSON"}', content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "a JSON object is expected"}', content_type="application/json"
+        )
+    return body
 
 
 def _entity_id(entity: SOEntity) -> int:

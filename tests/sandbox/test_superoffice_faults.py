@@ -196,3 +196,17 @@ async def test_options_can_be_switched_at_run_time(so: RunningSO) -> None:
     assert (await (await so.http.get(f"{so.api}/Contact/1")).json())["UpdatedDate"] == "2024-05-01T00:00:00"
     r = await so.anon.put(f"{so.origin}/_sandbox/so/options", json={"bogus": 1})
     assert r.status == 400
+
+
+async def test_admin_routes_refuse_bodies_that_are_not_json_objects(so: RunningSO) -> None:
+    for method, path in (
+        ("PATCH", "so/contact/1"),
+        ("POST", "so/contact"),
+        ("PUT", "so/options"),
+        ("PUT", "so/tenant"),
+    ):
+        for data in (b"{nope", b"[1, 2]"):
+            r = await so.admin(method, path, data=data, headers={"Content-Type": "application/json"})
+            assert r.status == 400, (method, path, data)
+    r = await so.admin("PUT", "so/options", json={"ticket_lifetime": 2})
+    assert r.status == 200 and so.emulator.ticket_lifetime == 2.0
