@@ -389,6 +389,14 @@ def _fit(width: int, height: int, max_width: int, max_height: int) -> tuple[int,
     return max(1, min(max_width, round(width * scale))), max(1, min(max_height, round(height * scale)))
 
 
+def _stored_target(width: int, height: int, orientation: int, profile: PictureProfile) -> tuple[int, int]:
+    """The output size in *stored* orientation: fitted upright, then turned back if EXIF swaps sides."""
+    swap = orientation in _SWAPS_SIDES
+    upright_w, upright_h = (height, width) if swap else (width, height)
+    out_w, out_h = _fit(upright_w, upright_h, profile.max_width, profile.max_height)
+    return (out_h, out_w) if swap else (out_w, out_h)
+
+
 def _orientation(im: Image.Image) -> int:
     """The EXIF orientation (1..8); missing, invalid or unparsable EXIF counts as 1 (as stored)."""
     try:
@@ -520,24 +528,20 @@ def _normalize(data: bytes, fmt: str, profile: PictureProfile) -> NormalizedPict
         icc = src.info.get("icc_profile")
         icc = icc if isinstance(icc, bytes) else None
 
-        # Where the output will be, in stored (not yet rotated) coordinates.
-        orientation = _orientation(src) if fmt == "JPEG" else 1
         box: tuple[float, float, float, float] | None = None
         if fmt == "JPEG":
-            swap = orientation in _SWAPS_SIDES
-            uw, uh = (height, width) if swap else (width, height)
-            ow, oh = _fit(uw, uh, profile.max_width, profile.max_height)
-            sw, sh = (oh, ow) if swap else (ow, oh)
+            # JPEG EXIF is in the header, so the target size is known before decoding: let libjpeg
+            # decode at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves _REDUCING_GAP × target.
+            orientation = _orientation(src)
+            sw, sh = _stored_target(width, height, orientation, profile)
             drafted = src.draft(src.mode, (max(1, int(sw * _REDUCING_GAP)), max(1, int(sh * _REDUCING_GAP))))
             if drafted is not None:
-                box = drafted[1]
-        src.load()
-        if fmt != "JPEG":
+                box = drafted[1]  # the decoded picture's area in its own (scaled) pixels
+            src.load()
+        else:
+            src.load()  # PNG may keep its EXIF after the pixels; other formats have no draft anyway
             orientation = _orientation(src)
-            swap = orientation in _SWAPS_SIDES
-            uw, uh = (height, width) if swap else (width, height)
-            ow, oh = _fit(uw, uh, profile.max_width, profile.max_height)
-            sw, sh = (oh, ow) if swap else (ow, oh)
+            sw, sh = _stored_target(width, height, orientation, profile)
 
         im = _resizable(src, profile)
         tone = _tone_map(im)

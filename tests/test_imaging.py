@@ -95,8 +95,9 @@ def test_every_exif_orientation_is_applied(orientation: int) -> None:
     assert close(mean(im, (0.8, 0.22, 0.98, 0.35)), FIELD_GREY, 20), "nothing at the top right"
 
 
-def test_exif_orientation_of_png_is_applied() -> None:
-    _, im = run(oriented_jpeg(6, fmt="PNG"))
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+def test_exif_orientation_of_other_formats_is_applied(fmt: str) -> None:
+    _, im = run(oriented_jpeg(6, fmt=fmt))
     assert im.size == (240, 320)
     assert close(mean(im, (0.1, 0.02, 0.9, 0.15)), BAND_RED, 5)
     assert close(mean(im, (0.02, 0.22, 0.2, 0.35)), MARK_BLUE, 5)
@@ -264,6 +265,22 @@ def test_srgb_icc_profile_is_applied_and_not_embedded() -> None:
     assert close(mean(im, (0, 0, 1, 1)), (200, 100, 50), 4)
     assert "icc_profile" not in im.info
     assert all(marker != 0xE2 for marker, _ in jpeg_markers(out.data))
+
+
+def test_cmyk_jpeg_with_icc_profile_is_colour_managed() -> None:
+    pyvips = pytest.importorskip("pyvips", reason="a CMYK ICC profile comes from libvips (bench extra)")
+    from PIL import ImageCms
+
+    cmyk_icc = pyvips.Image.profile_load("cmyk")  # libvips' built-in CMYK profile
+    cmyk_profile = ImageCms.ImageCmsProfile(io.BytesIO(cmyk_icc))
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    cmyk = ImageCms.profileToProfile(
+        Image.new("RGB", (64, 64), (200, 30, 30)), srgb, cmyk_profile, outputMode="CMYK"
+    )
+    assert isinstance(cmyk, Image.Image)
+    _, im = run(encode(cmyk, "JPEG", quality=95, icc_profile=cmyk_icc))
+    assert close(mean(im, (0.2, 0.2, 0.8, 0.8)), (200, 30, 30), 20)
+    assert "icc_profile" not in im.info
 
 
 def test_corrupt_icc_profile_is_ignored() -> None:
