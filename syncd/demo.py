@@ -32,7 +32,10 @@ async def _demo(console: Console) -> int:
     for p in DEMO_DIR.glob("syncd-ledger.sqlite*"):
         p.unlink()
     async with Sandbox(seed=1, contacts=150, persons=150) as sandbox:
-        config_path.write_text(yaml.safe_dump(sandbox.config(ledger="./syncd-ledger.sqlite"), sort_keys=False))
+        cfg = sandbox.config(ledger="./syncd-ledger.sqlite")
+        # The sandbox's SuperOffice side is not rate-limited; Business Central keeps its real ceiling.
+        cfg["superoffice"]["limits"] = {"requests_per_second": 200, "concurrency": 16}
+        config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         console.rule("[bold]syncd demo")
         console.print(f"SuperOffice sandbox:      {sandbox.so_url}")
         console.print(f"Business Central sandbox: {sandbox.bc_url}")

@@ -18,6 +18,13 @@ import yaml
 from syncd.sandbox.server import Sandbox
 
 
+# The sandbox's SuperOffice side has no rate limit; real tenants get 10/s. Tests need not wait.
+FAST_LIMITS: dict[str, Any] = {
+    "superoffice": {"limits": {"requests_per_second": 1000, "concurrency": 16}},
+    "businesscentral": {"limits": {"requests_per_second": 1000, "concurrency": 5}},
+}
+
+
 @dataclass
 class Result:
     code: int
@@ -31,6 +38,7 @@ class Result:
 def write_config(sb: Sandbox, tmp_path: Path, name: str = "syncd.yaml", **overrides: Any) -> Path:
     """The sandbox's config with ``overrides`` merged in (nested dicts merge, other values replace)."""
     cfg = sb.config(ledger=str(tmp_path / "ledger.sqlite"))
+    _merge(cfg, FAST_LIMITS)
     _merge(cfg, overrides)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
