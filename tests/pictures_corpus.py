@@ -387,7 +387,8 @@ class HostileCase:
 
 
 def _cases() -> tuple[HostileCase, ...]:
-    ok, err = "ok", "error"
+    ok: Expect = "ok"
+    err: Expect = "error"
 
     def c(name: str, expect: Expect, build: Callable[[], bytes], message: str = "") -> HostileCase:
         return HostileCase(name, expect, message, build)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
+import random
 import struct
 import subprocess
 import sys
@@ -27,7 +27,7 @@ from pictures_corpus import (
     rgba_png,
     scene,
 )
-from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageStat
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFile, ImageOps, ImageStat, JpegImagePlugin
 from PIL.JpegImagePlugin import JpegImageFile
 
 from syncd.errors import ConfigError, ImageError
@@ -173,8 +173,6 @@ def test_large_jpeg_is_decoded_at_reduced_scale(monkeypatch: pytest.MonkeyPatch)
 def test_downscaled_output_is_close_to_a_full_quality_reference() -> None:
     data = photo_jpeg(2400, 1800, 4, orientation=8)
     out, im = run(data, PictureProfile(format="PNG", max_bytes=10_000_000))  # PNG: no JPEG loss in the way
-    from PIL import ImageOps
-
     ref = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     ref = ref.resize((out.width, out.height), Image.Resampling.LANCZOS)
     mad = sum(ImageStat.Stat(ImageChops.difference(im.convert("RGB"), ref)).mean) / 3
@@ -200,7 +198,7 @@ def test_cmyk_tiff_becomes_rgb() -> None:
 
 
 def test_alpha_is_flattened_on_background() -> None:
-    _, im = run(rgba_png(), PictureProfile(background="#00ff00"))
+    _, im = run(rgba_png(), PictureProfile.from_config({"background": "#00ff00"}))
     assert im.mode == "RGB"
     assert close(mean(im, (0.05, 0.05, 0.35, 0.3)), (0, 255, 0)), "transparent → background"
     assert close(mean(im, (0.7, 0.05, 0.95, 0.3)), (0, 0, 255)), "opaque stays"
@@ -224,7 +222,7 @@ def test_palette_png_with_partial_alpha_is_blended_on_background() -> None:
     ImageDraw.Draw(im).rectangle((30, 0, 59, 39), fill=1)
     data = encode(im, "PNG", transparency=bytes([128, 255]))  # red at 50 %, blue opaque
     assert isinstance(Image.open(io.BytesIO(data)).info["transparency"], bytes)
-    _, out = run(data, PictureProfile(background="#00ff00"))
+    _, out = run(data, PictureProfile.from_config({"background": "#00ff00"}))
     assert close(mean(out, (0.05, 0.1, 0.4, 0.9)), (128, 127, 0), 8)
     assert close(mean(out, (0.6, 0.1, 0.95, 0.9)), (0, 0, 255), 8)
     _, png = run(data, PictureProfile(format="PNG"))
@@ -258,8 +256,6 @@ def test_grey_jpeg_becomes_rgb() -> None:
 
 
 def test_srgb_icc_profile_is_applied_and_not_embedded() -> None:
-    from PIL import ImageCms
-
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     out, im = run(encode(Image.new("RGB", (64, 64), (200, 100, 50)), "JPEG", icc_profile=icc))
     assert close(mean(im, (0, 0, 1, 1)), (200, 100, 50), 4)
@@ -269,8 +265,6 @@ def test_srgb_icc_profile_is_applied_and_not_embedded() -> None:
 
 def test_cmyk_jpeg_with_icc_profile_is_colour_managed() -> None:
     pyvips = pytest.importorskip("pyvips", reason="a CMYK ICC profile comes from libvips (bench extra)")
-    from PIL import ImageCms
-
     cmyk_icc = pyvips.Image.profile_load("cmyk")  # libvips' built-in CMYK profile
     cmyk_profile = ImageCms.ImageCmsProfile(io.BytesIO(cmyk_icc))
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -318,7 +312,7 @@ def test_png_output_has_no_metadata_chunks() -> None:
 
 def test_animated_gif_uses_first_frame() -> None:
     data = animated_gif(("red", "lime", "blue"))
-    assert Image.open(io.BytesIO(data)).n_frames == 3
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
     _, im = run(data)
     assert close(mean(im, (0, 0, 1, 1)), (255, 0, 0), 10)
 
@@ -352,8 +346,6 @@ def test_output_bytes_are_identical_across_processes() -> None:
 
 
 def noisy_png(size: tuple[int, int] = (1000, 1000)) -> bytes:
-    import random
-
     rgb = Image.frombytes("RGB", size, random.Random(7).randbytes(size[0] * size[1] * 3))
     return encode(rgb, "PNG", compress_level=1)
 
@@ -381,7 +373,7 @@ def test_unreachable_max_bytes_is_an_image_error() -> None:
 def test_png_output_keeps_alpha() -> None:
     out, im = run(rgba_png(), PictureProfile(format="PNG"))
     assert out.content_type == "image/png" and im.format == "PNG" and im.mode == "RGBA"
-    assert im.getpixel((5, 5)) == (0, 0, 0, 0) or im.getpixel((5, 5))[3] == 0  # type: ignore[index]
+    assert im.getchannel("A").getpixel((5, 5)) == 0
     assert im.getpixel((im.width - 5, 5)) == (0, 0, 255, 255)
 
 
@@ -395,8 +387,6 @@ def test_jpeg_output_is_baseline_rgb_with_420_subsampling() -> None:
     assert out.content_type == "image/jpeg" and im.mode == "RGB"
     markers = [m for m, _ in jpeg_markers(out.data)]
     assert 0xC0 in markers and 0xC2 not in markers  # baseline, not progressive
-    from PIL import JpegImagePlugin
-
     assert JpegImagePlugin.get_sampling(im) == 2  # 4:2:0
 
 
@@ -519,12 +509,12 @@ def test_sniff_recognises_big_endian_tiff() -> None:
     ],
 )
 def test_profile_cache_key_changes_with_every_output_setting(change: dict[str, object]) -> None:
-    assert dataclasses.replace(PROFILE, **change).cache_key() != PROFILE.cache_key()
+    assert PictureProfile.from_config(change).cache_key() != PROFILE.cache_key()
 
 
 def test_profile_cache_key_is_stable_and_names_the_normalizer_version() -> None:
     assert PictureProfile().cache_key() == PROFILE.cache_key()
-    assert PictureProfile(background="#FFFFFF").cache_key() == PROFILE.cache_key()
+    assert PictureProfile.from_config({"background": "#FFFFFF"}).cache_key() == PROFILE.cache_key()
     assert f"n{NORMALIZER_VERSION}:" in PROFILE.cache_key()
     assert (
         PictureProfile(max_input_pixels=1000).cache_key() == PROFILE.cache_key()
@@ -532,8 +522,8 @@ def test_profile_cache_key_is_stable_and_names_the_normalizer_version() -> None:
 
 
 def test_profile_background_accepts_hex_strings() -> None:
-    assert PictureProfile(background="#102030").background == (16, 32, 48)
-    assert PictureProfile(background="fff").background == (255, 255, 255)
+    assert PictureProfile.from_config({"background": "#102030"}).background == (16, 32, 48)
+    assert PictureProfile.from_config({"background": "fff"}).background == (255, 255, 255)
     assert PictureProfile.from_config({"background": "#000"}).background == (0, 0, 0)
 
 
