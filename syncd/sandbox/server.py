@@ -208,6 +208,7 @@ class Sandbox:
             "private_key": private_key or sandbox_app_private_key_pem().decode("ascii"),
             "context_identifier": self.so.tenant,
             "login_url": self.so_login_url,
+            "jwt_public_key": sandbox_jwt_public_key_pem().decode("ascii"),
         }
 
     def config(
@@ -258,10 +259,13 @@ class Sandbox:
         login_path = path.parent / SO_LOGIN_PUBLIC_KEY_FILE
         _write_private(key_path, sandbox_app_private_key_pem())
         login_path.write_bytes(sandbox_jwt_public_key_pem())
+        su_auth = self.so_auth("system_user", "file:" + SO_APP_KEY_FILE)
+        del su_auth["jwt_public_key"]  # a multi-line PEM does not fit a one-line comment
         header = (
             "# syncd config for the running `syncd sandbox` (fixed, public sandbox credentials).\n"
             "# For SuperOffice system-user auth instead of Basic, use:\n"
-            f"#   auth: {_flow(self.so_auth('system_user', 'file:' + SO_APP_KEY_FILE))}\n"
+            f"#   auth: {_flow(su_auth)}\n"
+            f"# (optionally add jwt_public_key: the PEM in {SO_LOGIN_PUBLIC_KEY_FILE}, to verify the JWT)\n"
         )
         body = yaml.safe_dump(self.config(ledger), sort_keys=False, allow_unicode=True)
         _write_private(path, (header + body).encode())

@@ -77,6 +77,7 @@ async def test_written_config_and_system_user_key_work_together(tmp_path: Path) 
         assert "type: system_user" in path.read_text()
         su = sb.config(so_auth="system_user", private_key=f"file:{SO_APP_KEY_FILE}")["superoffice"]["auth"]
         assert su["login_url"] == f"{sb.so_origin}/Login"
+        assert su["jwt_public_key"] == login_file.read_text()
         sys_path = tmp_path / "conf" / "system-user.yaml"
         sys_path.write_text(
             yaml.safe_dump(sb.config(so_auth="system_user", private_key=f"file:{SO_APP_KEY_FILE}"))
