@@ -60,7 +60,8 @@ class BusinessCentralClient:
         by_name = [
             c
             for c in companies
-            if wanted.casefold() in (str(c.get("name", "")).casefold(), str(c.get("displayName", "")).casefold())
+            if wanted.casefold()
+            in (str(c.get("name", "")).casefold(), str(c.get("displayName", "")).casefold())
         ]
         if len(by_name) == 1:
             self.company_id = str(by_name[0]["id"])

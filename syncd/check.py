@@ -14,7 +14,15 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from syncd.config import Config
-from syncd.errors import ApiError, AuthError, ConfigError, ExitCode, NotFoundError, SyncdError, UnreachableError
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    ExitCode,
+    NotFoundError,
+    SyncdError,
+    UnreachableError,
+)
 from syncd.jobs import SEVERITY
 from syncd.runtime import open_runtime
 
@@ -25,7 +33,9 @@ def _fast(config: Config) -> Config:
         update={"limits": config.superoffice.limits.model_copy(update={"max_retries": 1, "timeout": 20.0})}
     )
     bc = config.businesscentral.model_copy(
-        update={"limits": config.businesscentral.limits.model_copy(update={"max_retries": 1, "timeout": 20.0})}
+        update={
+            "limits": config.businesscentral.limits.model_copy(update={"max_retries": 1, "timeout": 20.0})
+        }
     )
     return config.model_copy(update={"superoffice": so, "businesscentral": bc})
 
@@ -55,14 +65,22 @@ async def run_check(config: Config, console: Console) -> int:
                 params={"$select": "contactId", "$top": "1"},
                 what="SuperOffice: list contacts",
             )
-            ok(f"SuperOffice {so_host} tenant {config.superoffice.context_identifier}: "
-               f"authenticated as {rt.so_api.auth.describe()}")
+            ok(
+                f"SuperOffice {so_host} tenant {config.superoffice.context_identifier}: "
+                f"authenticated as {rt.so_api.auth.describe()}"
+            )
         except UnreachableError as exc:
-            fail(f"SuperOffice {so_host} unreachable", exc,
-                 "check superoffice.base_url (host name, port, https) and that this machine can reach it")
+            fail(
+                f"SuperOffice {so_host} unreachable",
+                exc,
+                "check superoffice.base_url (host name, port, https) and that this machine can reach it",
+            )
         except NotFoundError as exc:
-            fail(f"SuperOffice tenant {config.superoffice.context_identifier!r} not found", exc,
-                 "check the CustNNNNN part of superoffice.base_url (Online: see the tenant's URL after login)")
+            fail(
+                f"SuperOffice tenant {config.superoffice.context_identifier!r} not found",
+                exc,
+                "check the CustNNNNN part of superoffice.base_url (Online: see the tenant's URL after login)",
+            )
         except AuthError as exc:
             fail("SuperOffice rejected the credentials", exc)
         except ApiError as exc:
@@ -71,8 +89,10 @@ async def run_check(config: Config, console: Console) -> int:
         # Business Central: token, companies, the configured company, one page per target entity.
         try:
             company_id = await rt.target.resolve_company()
-            ok(f"Business Central {bc_host}: authenticated ({rt.bc_api.auth.describe()}), "
-               f"company {config.businesscentral.company!r} = {company_id}")
+            ok(
+                f"Business Central {bc_host}: authenticated ({rt.bc_api.auth.describe()}), "
+                f"company {config.businesscentral.company!r} = {company_id}"
+            )
             for kind in dict.fromkeys(m.target for m in config.mappings):
                 await rt.bc_api.request(
                     "GET",
@@ -82,14 +102,20 @@ async def run_check(config: Config, console: Console) -> int:
                 )
                 ok(f"Business Central: can read {kind} with pictures")
         except UnreachableError as exc:
-            fail(f"Business Central {bc_host} unreachable", exc,
-                 "check businesscentral.base_url and, for client_credentials, token_url / tenant_id")
+            fail(
+                f"Business Central {bc_host} unreachable",
+                exc,
+                "check businesscentral.base_url and, for client_credentials, token_url / tenant_id",
+            )
         except AuthError as exc:
             fail("Business Central authentication failed", exc)
         except NotFoundError as exc:
-            fail("Business Central: not found", exc,
-                 "check the tenant and environment in businesscentral.base_url "
-                 "(…/v2.0/{tenant}/{environment}/api/v2.0; environments are listed in the BC admin center)")
+            fail(
+                "Business Central: not found",
+                exc,
+                "check the tenant and environment in businesscentral.base_url "
+                "(…/v2.0/{tenant}/{environment}/api/v2.0; environments are listed in the BC admin center)",
+            )
         except ConfigError as exc:
             fail("Business Central company", exc)
         except ApiError as exc:
@@ -100,7 +126,11 @@ async def run_check(config: Config, console: Console) -> int:
         ok(f"ledger {config.ledger}: writable")
     else:
         codes.append(ExitCode.CONFIG)
-        console.print(f"[red]✗[/] ledger {config.ledger}: directory {ledger_dir} is not writable", highlight=False)
+        console.print(
+            f"[red]✗[/] ledger {config.ledger}: directory {ledger_dir} is not writable", highlight=False
+        )
     code = next((c for c in SEVERITY if c in codes), ExitCode.OK)
-    console.print("[green]all checks passed[/]" if code == ExitCode.OK else f"[red]check failed (exit {int(code)})[/]")
+    console.print(
+        "[green]all checks passed[/]" if code == ExitCode.OK else f"[red]check failed (exit {int(code)})[/]"
+    )
     return int(code)

@@ -4,7 +4,8 @@
     syncd check [-c FILE]
     syncd status [-c FILE] [--json]
     syncd ledger reset|export [-c FILE] [--mapping NAME]
-    syncd sandbox [--host H] [--so-port P] [--bc-port P] [--seed N] [--contacts N] [--persons N] [--write-config PATH]
+    syncd sandbox [--host H] [--so-port P] [--bc-port P] [--seed N] [--contacts N] [--persons N]
+                  [--write-config PATH]
     syncd demo
 
 Exit codes: see :mod:`syncd.errors` and the README.
@@ -25,7 +26,7 @@ import structlog
 from rich.console import Console
 
 from syncd import __version__
-from syncd.config import Config, load_config, literal_secret_warning
+from syncd.config import Config, literal_secret_warning, load_config
 from syncd.engine import RunOptions
 from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.jobs import job_exit_code, run_job
@@ -50,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def config_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
-            "-c", "--config", default=os.environ.get("SYNCD_CONFIG", DEFAULT_CONFIG),
+            "-c",
+            "--config",
+            default=os.environ.get("SYNCD_CONFIG", DEFAULT_CONFIG),
             help="config file (default: $SYNCD_CONFIG or ./syncd.yaml)",
         )
         sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
@@ -60,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(run)
     run.add_argument("--once", action="store_true", help="one pass over the mappings, then exit")
     run.add_argument("--dry-run", action="store_true", help="print the plan; change nothing anywhere")
-    run.add_argument("--full", action="store_true", help="ignore fingerprints; download and compare everything")
+    run.add_argument(
+        "--full", action="store_true", help="ignore fingerprints; download and compare everything"
+    )
     run.add_argument("--mapping", action="append", metavar="NAME", help="only this mapping (repeatable)")
     run.add_argument("--force", action="store_true", help="proceed past a safety stop")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -144,9 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run_once(config: Config, args: argparse.Namespace) -> int:
-    mappings = [config.mapping(n) for n in args.mapping] if args.mapping else [
-        m for m in config.mappings if m.enabled
-    ]
+    mappings = (
+        [config.mapping(n) for n in args.mapping]
+        if args.mapping
+        else [m for m in config.mappings if m.enabled]
+    )
     options = RunOptions(full=args.full, dry_run=args.dry_run, force=args.force)
     stdout = Console()
     stop = asyncio.Event()
@@ -214,15 +221,25 @@ async def status_data(ledger: Any, path: str) -> dict[str, Any]:
 def _run_json(r: Any) -> dict[str, Any]:
     counts = r.counts if isinstance(r.counts, dict) else json.loads(r.counts or "{}")
     return {
-        "id": r.id, "mapping": r.mapping, "mode": r.mode, "started_at": r.started_at,
-        "finished_at": r.finished_at, "outcome": r.outcome, "error": r.error, "counts": counts,
+        "id": r.id,
+        "mapping": r.mapping,
+        "mode": r.mode,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "outcome": r.outcome,
+        "error": r.error,
+        "counts": counts,
     }
 
 
 def _issue_json(i: Any) -> dict[str, Any]:
     return {
-        "mapping": i.mapping, "kind": i.kind, "source": str(i.source_id), "target": ", ".join(i.target_ids),
-        "key": i.key, "detail": i.detail,
+        "mapping": i.mapping,
+        "kind": i.kind,
+        "source": str(i.source_id),
+        "target": ", ".join(i.target_ids),
+        "key": i.key,
+        "detail": i.detail,
     }
 
 
@@ -237,7 +254,9 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         names = [args.mapping] if args.mapping else [m.name for m in config.mappings]
         async with AsyncExitStack() as locks:
             for name in names:  # never pull the ledger from under a running sync
-                await locks.enter_async_context(MappingLock(config.ledger, name, command="syncd ledger reset"))
+                await locks.enter_async_context(
+                    MappingLock(config.ledger, name, command="syncd ledger reset")
+                )
             async with Ledger.open(config.ledger) as ledger:
                 removed = await ledger.reset(args.mapping)
         what = f"mapping {args.mapping!r}" if args.mapping else "all mappings"

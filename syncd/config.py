@@ -72,7 +72,10 @@ def _resolve(value: Any, info: ValidationInfo) -> Any:
     ctx = info.context or {}
     try:
         return resolve_secret(
-            value, config_path=ctx.get("config_path"), env=ctx.get("env", os.environ), key=info.field_name or "secret"
+            value,
+            config_path=ctx.get("config_path"),
+            env=ctx.get("env", os.environ),
+            key=info.field_name or "secret",
         )
     except ConfigError as exc:
         raise ValueError(str(exc)) from None  # so the error names the key path and line
@@ -170,7 +173,9 @@ class ApiLimits(_Model):
     connect_timeout: Duration = 15.0
     max_retries: int = Field(default=6, ge=0, le=20)  # per request, for 408/429/5xx/connection errors
     max_retry_wait: Duration = 300.0  # the longest Retry-After we are willing to wait before giving up
-    burst: float | None = Field(default=None, ge=1)  # requests that may go at once after idling (default: 1 s worth)
+    burst: float | None = Field(
+        default=None, ge=1
+    )  # requests that may go at once after idling (default: 1 s worth)
 
 
 def _so_limits() -> ApiLimits:

@@ -25,12 +25,16 @@ from syncd.sandbox.server import Sandbox
 DEMO_DIR = Path("demo")
 
 
-async def _demo(console: Console) -> int:
+def _fresh_demo_dir() -> None:
     DEMO_DIR.mkdir(exist_ok=True)
-    config_path = DEMO_DIR / "syncd.yaml"
-    ledger = DEMO_DIR / "syncd-ledger.sqlite"
     for p in DEMO_DIR.glob("syncd-ledger.sqlite*"):
         p.unlink()
+
+
+async def _demo(console: Console) -> int:
+    await asyncio.to_thread(_fresh_demo_dir)
+    config_path = DEMO_DIR / "syncd.yaml"
+    ledger = DEMO_DIR / "syncd-ledger.sqlite"
     async with Sandbox(seed=1, contacts=150, persons=150) as sandbox:
         cfg = sandbox.config(ledger="./syncd-ledger.sqlite")
         # The sandbox's SuperOffice side is not rate-limited; Business Central keeps its real ceiling.
@@ -42,15 +46,19 @@ async def _demo(console: Console) -> int:
         console.print(f"config: {config_path}   ledger: {ledger}\n")
         config = load_config(config_path)
         code = 0
-        for n, title in ((1, "first run: pictures flow into Business Central"),
-                         (2, "second run: nothing changed, so nothing is written")):
+        for n, title in (
+            (1, "first run: pictures flow into Business Central"),
+            (2, "second run: nothing changed, so nothing is written"),
+        ):
             console.rule(f"[bold]run {n} — {title}")
             before = sandbox.bc.log.count(method="PATCH")
             async with open_runtime(config) as rt:
                 outcomes = await run_job(rt, config.mappings, RunOptions())
-            print_summary(console, outcomes, dry_run=False)
+            print_summary(console, outcomes, dry_run=False, max_listed=4 if n == 1 else 0)
             patches = sandbox.bc.log.count(method="PATCH") - before
-            console.print(f"[bold]Business Central sandbox received {patches} picture PATCH requests in run {n}.[/]\n")
+            console.print(
+                f"[bold]Business Central sandbox received {patches} picture PATCH requests in run {n}.[/]\n"
+            )
             code = max(code, int(job_exit_code(outcomes)))
         console.print(
             "Next: `syncd status -c demo/syncd.yaml`, `syncd run --once --dry-run -c demo/syncd.yaml`, "
@@ -62,5 +70,5 @@ async def _demo(console: Console) -> int:
 
 
 def main() -> int:
-    configure_logging(json=False, level="warning")
+    configure_logging(json=False, level="error")  # the summaries say it all
     return asyncio.run(_demo(Console()))

@@ -150,6 +150,7 @@ class _Work:
     fingerprint: str | None
     target: TargetState
     action: Pre
+    known_broken: bool = False  # failed last time on this very picture (not decodable): don't retry
 
 
 class _StopRun(Exception):
@@ -210,7 +211,9 @@ class Engine:
             if writable and result.run_id is not None:
                 assert self.ledger is not None
                 await asyncio.shield(
-                    self.ledger.finish_run(result.run_id, result.counts.as_dict(), result.outcome, result.error)
+                    self.ledger.finish_run(
+                        result.run_id, result.counts.as_dict(), result.outcome, result.error
+                    )
                 )
             bound.info(
                 "run finished",
@@ -233,7 +236,7 @@ class Engine:
         if not sources and known and not options.force:
             raise SafetyStop(
                 f"mapping {mapping.name!r}: SuperOffice listed no {kind}s, but the ledger knows {known}",
-                hint="a wrong tenant or a permissions change can look like this; check, then rerun with --force",
+                hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
             )
 
         matched = join(
@@ -244,7 +247,7 @@ class Engine:
             pairs=mapping.pairs,
         )
         del targets
-        self._report_problems(matched, result)
+        self._report_problems(kind, matched, result)
         items = (
             await self.ledger.get_items(mapping.name, kind, [p.source.id for p in matched.pairs])
             if self.ledger
@@ -263,10 +266,29 @@ class Engine:
         settled: list[LedgerItem] = []
         phase_b: list[_Work] = []
         for w in work:
+            if w.known_broken:  # the same undecodable picture as last time: report, don't re-download
+                assert w.item is not None
+                error = w.item.error or "picture cannot be used"
+                result.counts.add(Outcome.FAILED)
+                self.reporter.advance(mapping.name, Outcome.FAILED)
+                entry = PlanEntry(
+                    "failed",
+                    f"{mapping.source} {w.pair.source.id}",
+                    f"{mapping.target} {w.pair.target.number}",
+                    f"{error} (unchanged since last run)",
+                )
+                result.failures.append(entry)
+                result.failed_items.append((w.pair.source.id, w.pair.target.id, error))
+                if options.dry_run:
+                    result.plan.append(entry)
+                settled.append(replace(w.item, checked_at=now_iso()))
+                continue
             if w.action in (Pre.FETCH, Pre.CLEAR):
                 phase_b.append(w)
                 continue
-            outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
+            outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[
+                w.action
+            ]
             result.counts.add(outcome)
             self.reporter.advance(mapping.name, outcome)
             if options.dry_run:
@@ -320,7 +342,17 @@ class Engine:
                     self.normalizer_version,
                     options.full,
                 )
-                work[i] = _Work(pair, item, fingerprint, tstate, action)
+                broken = (
+                    not options.full
+                    and action is Pre.FETCH
+                    and item is not None
+                    and item.status is Outcome.FAILED
+                    and fingerprint not in (None, FINGERPRINT_UNAVAILABLE)
+                    and item.source_fingerprint == fingerprint
+                    and item.target_etag == tstate.etag
+                    and item.normalizer_version == self.normalizer_version
+                )
+                work[i] = _Work(pair, item, fingerprint, tstate, action, known_broken=broken)
 
         n = min(self.config.superoffice.limits.concurrency, max(1, len(pairs)))
         await asyncio.gather(*(worker() for _ in range(n)))
@@ -340,8 +372,10 @@ class Engine:
         listed picture has the dimensions we wrote, its etag is ours."""
         if item is None or not item.target_etag or not item.target_etag.startswith(PENDING):
             return item
-        if picture is not None and picture.present and item.target_etag == _pending_marker(
-            picture.width, picture.height
+        if (
+            picture is not None
+            and picture.present
+            and item.target_etag == _pending_marker(picture.width, picture.height)
         ):
             return replace(item, target_etag=picture.etag)
         return item
@@ -368,30 +402,34 @@ class Engine:
         if outcome is Outcome.KEPT:
             # Someone else's picture in BC: remember its etag, and that it is not ours.
             return replace(
-                base, target_id=w.pair.target.id, target_etag=w.target.etag, wrote_picture=False,
-                status=outcome, error=None, checked_at=now_iso(),
+                base,
+                target_id=w.pair.target.id,
+                target_etag=w.target.etag,
+                wrote_picture=False,
+                status=outcome,
+                error=None,
+                checked_at=now_iso(),
             )
         if outcome is Outcome.BLANK:
             return replace(
-                base, target_id=w.pair.target.id, source_fingerprint=None, source_hash=None,
-                status=outcome, error=None, checked_at=now_iso(),
+                base,
+                target_id=w.pair.target.id,
+                source_fingerprint=None,
+                source_hash=None,
+                status=outcome,
+                error=None,
+                checked_at=now_iso(),
             )
         return replace(base, target_etag=w.target.etag, status=outcome, error=None, checked_at=now_iso())
 
-    def _report_problems(self, matched: MatchResult, result: RunResult) -> None:
+    def _report_problems(self, kind: SourceKind, matched: MatchResult, result: RunResult) -> None:
         result.match_problems = list(matched.problems)
         for p in matched.problems:
             outcome = Outcome.UNMATCHED if p.kind == "unmatched" else Outcome.AMBIGUOUS
-            for sid in p.source_ids:
+            for _ in p.source_ids:
                 result.counts.add(outcome)
-            result.problems.append(
-                PlanEntry(
-                    p.kind,
-                    ", ".join(str(s) for s in p.source_ids),
-                    ", ".join(p.target_ids),
-                    p.detail,
-                )
-            )
+            source = f"{kind} {', '.join(str(s) for s in p.source_ids)}"
+            result.problems.append(PlanEntry(p.kind, source, ", ".join(p.target_ids), p.detail))
 
     # -- phase B ---------------------------------------------------------------------------------
     async def _execute(
@@ -465,11 +503,21 @@ class Engine:
                 result.plan.append(_plan_entry(w, "clear"))
                 return Outcome.CLEARED
             await self.target.delete_picture(mapping.target, pair.target.id, if_match=w.target.etag)
-            await self._record(replace(
-                base, target_id=pair.target.id, target_etag=None, wrote_picture=False, source_hash=None,
-                source_fingerprint=None, output_hash=None, status=Outcome.CLEARED, error=None,
-                synced_at=now_iso(), checked_at=now_iso(),
-            ))
+            await self._record(
+                replace(
+                    base,
+                    target_id=pair.target.id,
+                    target_etag=None,
+                    wrote_picture=False,
+                    source_hash=None,
+                    source_fingerprint=None,
+                    output_hash=None,
+                    status=Outcome.CLEARED,
+                    error=None,
+                    synced_at=now_iso(),
+                    checked_at=now_iso(),
+                )
+            )
             return Outcome.CLEARED
 
         data = await self.source.image(kind, pair.source.id)
@@ -491,8 +539,15 @@ class Engine:
             if options.dry_run:
                 result.plan.append(_plan_entry(w, "skip", "picture re-saved unchanged"))
             else:
-                await self._record(replace(base, source_fingerprint=w.fingerprint, status=Outcome.UNCHANGED,
-                                           error=None, checked_at=now_iso()))
+                await self._record(
+                    replace(
+                        base,
+                        source_fingerprint=w.fingerprint,
+                        status=Outcome.UNCHANGED,
+                        error=None,
+                        checked_at=now_iso(),
+                    )
+                )
             return Outcome.UNCHANGED
         if options.dry_run:
             result.plan.append(_plan_entry(w, "write", f"{len(data)} bytes, sha256 {source_hash[:12]}"))
@@ -503,23 +558,44 @@ class Engine:
         self.reporter.normalized(time.perf_counter() - started)
         result.counts.decodes += 1
         output_hash = sha256(out.data)
-        if decide_after_fetch(w.item, source_hash, output_hash, w.target, self.normalizer_version) is Post.SKIP:
-            await self._record(replace(
-                base, source_fingerprint=w.fingerprint, source_hash=source_hash,
-                normalizer_version=self.normalizer_version, status=Outcome.UNCHANGED, error=None,
-                checked_at=now_iso(),
-            ))
+        if (
+            decide_after_fetch(w.item, source_hash, output_hash, w.target, self.normalizer_version)
+            is Post.SKIP
+        ):
+            await self._record(
+                replace(
+                    base,
+                    source_fingerprint=w.fingerprint,
+                    source_hash=source_hash,
+                    normalizer_version=self.normalizer_version,
+                    status=Outcome.UNCHANGED,
+                    error=None,
+                    checked_at=now_iso(),
+                )
+            )
             return Outcome.UNCHANGED
 
         etag = await self._write(mapping, w, out, policy, result)
         if etag is None:  # policy kept the picture someone else put there
             return Outcome.KEPT
-        await self._record(replace(
-            base, target_id=pair.target.id, target_number=pair.target.number,
-            source_fingerprint=w.fingerprint, source_hash=source_hash, output_hash=output_hash,
-            target_etag=etag, normalizer_version=self.normalizer_version, wrote_picture=True,
-            status=Outcome.WRITTEN, error=None, attempts=0, synced_at=now_iso(), checked_at=now_iso(),
-        ))
+        await self._record(
+            replace(
+                base,
+                target_id=pair.target.id,
+                target_number=pair.target.number,
+                source_fingerprint=w.fingerprint,
+                source_hash=source_hash,
+                output_hash=output_hash,
+                target_etag=etag,
+                normalizer_version=self.normalizer_version,
+                wrote_picture=True,
+                status=Outcome.WRITTEN,
+                error=None,
+                attempts=0,
+                synced_at=now_iso(),
+                checked_at=now_iso(),
+            )
+        )
         if self.ledger is not None and state["thumbs"] < THUMBS_PER_RUN:
             state["thumbs"] += 1
             await self._thumbnails(mapping, w, data, out.data)
@@ -560,13 +636,25 @@ class Engine:
                     current = await self.target.picture_content(kind, rid, fresh)
                     if sha256(current) == sha256(out.data):
                         return fresh.etag or _pending_marker(out.width, out.height)  # ours landed already
-                log.warning("picture changed in Business Central during the run", mapping=mapping.name,
-                            target=rid, policy=policy.on_target_changed, attempt=attempt + 1)
+                log.warning(
+                    "picture changed in Business Central during the run",
+                    mapping=mapping.name,
+                    target=rid,
+                    policy=policy.on_target_changed,
+                    attempt=attempt + 1,
+                )
                 if policy.on_target_changed == "keep":
-                    await self._record(replace(
-                        w.item or _new_item(mapping, w.pair), target_id=rid, target_etag=fresh.etag,
-                        wrote_picture=False, status=Outcome.KEPT, error=None, checked_at=now_iso(),
-                    ))
+                    await self._record(
+                        replace(
+                            w.item or _new_item(mapping, w.pair),
+                            target_id=rid,
+                            target_etag=fresh.etag,
+                            wrote_picture=False,
+                            status=Outcome.KEPT,
+                            error=None,
+                            checked_at=now_iso(),
+                        )
+                    )
                     return None
                 picture, etag = fresh, fresh.etag
         raise PreconditionFailedError(
@@ -577,18 +665,41 @@ class Engine:
         self, mapping: MappingConfig, w: _Work, exc: BaseException, options: RunOptions, result: RunResult
     ) -> None:
         message = exc.message if isinstance(exc, SyncdError) else str(exc)
-        entry = PlanEntry("failed", f"{mapping.source} {w.pair.source.id}",
-                          f"{mapping.target} {w.pair.target.number}", message)
+        entry = PlanEntry(
+            "failed",
+            f"{mapping.source} {w.pair.source.id}",
+            f"{mapping.target} {w.pair.target.number}",
+            message,
+        )
         result.failures.append(entry)
         result.failed_items.append((w.pair.source.id, w.pair.target.id, message))
         if options.dry_run:
             result.plan.append(entry)
             return
-        log.warning("item failed", mapping=mapping.name, source_id=w.pair.source.id,
-                    target=w.pair.target.number, error=message)
+        log.warning(
+            "item failed",
+            mapping=mapping.name,
+            source_id=w.pair.source.id,
+            target=w.pair.target.number,
+            error=message,
+        )
         base = w.item or _new_item(mapping, w.pair)
-        await self._record(replace(base, target_id=w.pair.target.id, status=Outcome.FAILED, error=message,
-                                   attempts=base.attempts + 1, checked_at=now_iso()))
+        # A picture that cannot be decoded stays broken until it changes: remember which one it was,
+        # so the next run reports it without downloading it again. Transient errors are retried.
+        permanent = isinstance(exc, ImageError)
+        await self._record(
+            replace(
+                base,
+                target_id=w.pair.target.id,
+                status=Outcome.FAILED,
+                error=message,
+                source_fingerprint=w.fingerprint if permanent else None,
+                target_etag=w.target.etag,
+                normalizer_version=self.normalizer_version if permanent else base.normalizer_version,
+                attempts=base.attempts + 1,
+                checked_at=now_iso(),
+            )
+        )
 
     async def _record(self, item: LedgerItem) -> None:
         if self.ledger is not None:
@@ -603,8 +714,12 @@ class Engine:
         except ImageError:
             return
         await self.ledger.add_recent_change(
-            mapping.name, mapping.source, w.pair.source.id, w.pair.target.number,
-            source_thumb=src.data, output_thumb=dst.data,
+            mapping.name,
+            mapping.source,
+            w.pair.source.id,
+            w.pair.target.number,
+            source_thumb=src.data,
+            output_thumb=dst.data,
         )
 
 
@@ -661,7 +776,9 @@ def _issues(mapping: MappingConfig, result: RunResult) -> list[Issue]:
     for p in result.match_problems:
         for sid in p.source_ids:
             kind: IssueKind = "unmatched" if p.kind == "unmatched" else "ambiguous"
-            issues.append(Issue(kind=kind, source_id=sid, target_ids=p.target_ids, key=p.key, detail=p.detail))
+            issues.append(
+                Issue(kind=kind, source_id=sid, target_ids=p.target_ids, key=p.key, detail=p.detail)
+            )
     for f in result.failed_items:
         issues.append(Issue(kind="failed", source_id=f[0], target_ids=(f[1],), detail=f[2]))
     kept: dict[str, int] = {}

@@ -266,8 +266,9 @@ class ApiClient:
                     )
                 if attempt >= self.limits.max_retries:
                     code, msg = error_detail(resp.body)
+                    detail = msg or code or ""
                     raise UnreachableError(
-                        f"{what}: HTTP {resp.status} after {attempt + 1} attempts: {msg or code or ''}".rstrip(),
+                        f"{what}: HTTP {resp.status} after {attempt + 1} attempts: {detail}".strip(),
                         hint="the API is throttling or failing; the next run will continue",
                     )
                 delay = retry_after if retry_after is not None else self._backoff(attempt)
@@ -332,4 +333,3 @@ class ApiClient:
 class _TooLarge(Exception):
     def __init__(self, limit: int) -> None:
         self.limit = limit
-

@@ -21,8 +21,15 @@ from syncd.runtime import Runtime
 log = structlog.get_logger("syncd.jobs")
 
 # Most serious first: an auth failure or a safety stop must not hide behind a partial run.
-SEVERITY = [ExitCode.CONFIG, ExitCode.AUTH, ExitCode.SAFETY_STOP, ExitCode.RETRYABLE, ExitCode.LOCKED,
-             ExitCode.PARTIAL, ExitCode.OK]
+SEVERITY = [
+    ExitCode.CONFIG,
+    ExitCode.AUTH,
+    ExitCode.SAFETY_STOP,
+    ExitCode.RETRYABLE,
+    ExitCode.LOCKED,
+    ExitCode.PARTIAL,
+    ExitCode.OK,
+]
 
 
 @dataclass(slots=True)

@@ -108,10 +108,14 @@ def _pair_or_report(
             Problem("unmatched", key, source_ids, (), f"no Business Central record with key {key!r} ({rule})")
         )
     elif len(targets) > 1 or len(sources) > 1:
-        detail = (
-            f"{len(targets)} Business Central records ({', '.join(t.number for t in targets)}) "
-            f"and {len(sources)} SuperOffice records share key {key!r} ({rule})"
-        )
+        parts = []
+        if len(targets) > 1:
+            parts.append(
+                f"{len(targets)} Business Central records ({', '.join(repr(t.number) for t in targets)})"
+            )
+        if len(sources) > 1:
+            parts.append(f"{len(sources)} SuperOffice records ({', '.join(str(s.id) for s in sources)})")
+        detail = f"{' and '.join(parts)} share key {key!r} ({rule})"
         result.problems.append(Problem("ambiguous", key, source_ids, target_ids, detail))
     else:
         result.pairs.append(Pair(sources[0], targets[0], key))

@@ -15,8 +15,14 @@ from syncd.jobs import MappingOutcome
 from syncd.types import Outcome
 
 SUMMARY_COLUMNS = [
-    Outcome.WRITTEN, Outcome.UNCHANGED, Outcome.BLANK, Outcome.CLEARED, Outcome.KEPT,
-    Outcome.UNMATCHED, Outcome.AMBIGUOUS, Outcome.FAILED,
+    Outcome.WRITTEN,
+    Outcome.UNCHANGED,
+    Outcome.BLANK,
+    Outcome.CLEARED,
+    Outcome.KEPT,
+    Outcome.UNMATCHED,
+    Outcome.AMBIGUOUS,
+    Outcome.FAILED,
 ]
 MAX_LISTED = 25
 
@@ -58,32 +64,27 @@ class ProgressReporter:
         pass
 
 
-def print_summary(console: Console, outcomes: Sequence[MappingOutcome], *, dry_run: bool) -> None:
+def print_summary(
+    console: Console, outcomes: Sequence[MappingOutcome], *, dry_run: bool, max_listed: int = MAX_LISTED
+) -> None:
     title = "syncd — dry run (nothing was changed)" if dry_run else "syncd — run summary"
     table = Table(title=title, title_justify="left")
-    table.add_column("mapping")
-    for o in SUMMARY_COLUMNS:
-        label = {"written": "would write" if dry_run else "written", "cleared": "would clear" if dry_run else "cleared"}
-        table.add_column(label.get(o.value, o.value), justify="right")
-    table.add_column("PATCH", justify="right")
-    table.add_column("decoded", justify="right")
-    table.add_column("time", justify="right")
-    table.add_column("outcome")
+    table.add_column("")
     for mo in outcomes:
-        if mo.result is None:
-            table.add_row(mo.mapping, *[""] * (len(SUMMARY_COLUMNS) + 3), f"[red]{_error_kind(mo)}[/]")
-            continue
-        r = mo.result
-        c = r.counts.as_dict()
-        style = {"ok": "green", "partial": "yellow"}.get(r.outcome, "red")
-        table.add_row(
-            mo.mapping,
-            *[str(c.get(o.value, 0)) for o in SUMMARY_COLUMNS],
-            str(c["patches"]),
-            str(c["decodes"]),
-            f"{r.duration:.1f}s",
-            f"[{style}]{r.outcome}[/]",
-        )
+        table.add_column(mo.mapping, justify="right")
+    labels = {
+        "written": "would write" if dry_run else "written",
+        "cleared": "would clear" if dry_run else "cleared",
+    }
+    rows: list[tuple[str, list[str]]] = []
+    for o in SUMMARY_COLUMNS:
+        rows.append((labels.get(o.value, o.value), [_count(mo, o.value) for mo in outcomes]))
+    rows.append(("PATCH requests", [_count(mo, "patches") for mo in outcomes]))
+    rows.append(("pictures decoded", [_count(mo, "decodes") for mo in outcomes]))
+    rows.append(("time", [f"{mo.result.duration:.1f}s" if mo.result else "" for mo in outcomes]))
+    rows.append(("outcome", [_outcome(mo) for mo in outcomes]))
+    for label, values in rows:
+        table.add_row(label, *values)
     console.print(table)
     for mo in outcomes:
         if mo.error is not None:
@@ -95,27 +96,39 @@ def print_summary(console: Console, outcomes: Sequence[MappingOutcome], *, dry_r
         r = mo.result
         if r.error and r.outcome not in ("ok", "partial"):
             console.print(f"[yellow]! {mo.mapping}: {r.outcome}: {r.error}[/]")
-        _listing(console, f"{mo.mapping}: failed", [(e.source, e.target, e.detail) for e in r.failures])
+        _listing(
+            console, f"{mo.mapping}: failed", [(e.source, e.target, e.detail) for e in r.failures], max_listed
+        )
         _listing(
             console,
             f"{mo.mapping}: not written (unmatched / ambiguous)",
-            [(f"{e.action} {e.source}", e.target, e.detail) for e in r.problems],
+            [(f"{e.action}: {e.source}", e.target, e.detail) for e in r.problems],
+            max_listed,
         )
 
 
-def _listing(console: Console, title: str, rows: list[tuple[str, str, str]]) -> None:
+def _listing(
+    console: Console, title: str, rows: list[tuple[str, str, str]], max_listed: int = MAX_LISTED
+) -> None:
     if not rows:
         return
     console.print(f"[bold]{title}[/] ({len(rows)})")
-    for source, target, detail in rows[:MAX_LISTED]:
+    for source, target, detail in rows[:max_listed]:
         arrow = f" → {target}" if target else ""
-        console.print(f"  {source}{arrow}: {detail}", highlight=False, markup=False)
-    if len(rows) > MAX_LISTED:
-        console.print(f"  … and {len(rows) - MAX_LISTED} more (see `syncd status`)")
+        console.print(f"  {source}{arrow}: {detail}", highlight=False, markup=False, overflow="fold")
+    if len(rows) > max_listed:
+        console.print(f"  … and {len(rows) - max_listed} more (see `syncd status`)", highlight=False)
 
 
-def _error_kind(mo: MappingOutcome) -> str:
-    return type(mo.error).__name__ if mo.error else "error"
+def _count(mo: MappingOutcome, key: str) -> str:
+    return str(mo.result.counts.as_dict().get(key, 0)) if mo.result is not None else "–"
+
+
+def _outcome(mo: MappingOutcome) -> str:
+    if mo.result is None:
+        return f"[red]{type(mo.error).__name__ if mo.error else 'error'}[/]"
+    style = {"ok": "green", "partial": "yellow"}.get(mo.result.outcome, "red")
+    return f"[{style}]{mo.result.outcome}[/]"
 
 
 def print_plan(out: IO[str], outcomes: Sequence[MappingOutcome]) -> None:
@@ -148,15 +161,32 @@ def _entry(e: Any) -> dict[str, str]:
 
 def print_status(console: Console, status: dict[str, Any]) -> None:
     table = Table(title="syncd — last runs", title_justify="left")
-    for col in ("mapping", "started", "mode", "outcome", "written", "unchanged", "failed", "unmatched",
-                "ambiguous", "seconds"):
+    for col in (
+        "mapping",
+        "started",
+        "mode",
+        "outcome",
+        "written",
+        "unchanged",
+        "failed",
+        "unmatched",
+        "ambiguous",
+        "seconds",
+    ):
         table.add_column(col)
     for run in status["runs"]:
         c = run.get("counts", {})
         table.add_row(
-            run["mapping"], run["started_at"] or "", run["mode"], run["outcome"] or "running",
-            str(c.get("written", 0)), str(c.get("unchanged", 0)), str(c.get("failed", 0)),
-            str(c.get("unmatched", 0)), str(c.get("ambiguous", 0)), str(run.get("seconds", "")),
+            run["mapping"],
+            run["started_at"] or "",
+            run["mode"],
+            run["outcome"] or "running",
+            str(c.get("written", 0)),
+            str(c.get("unchanged", 0)),
+            str(c.get("failed", 0)),
+            str(c.get("unmatched", 0)),
+            str(c.get("ambiguous", 0)),
+            str(run.get("seconds", "")),
         )
     console.print(table)
     console.print(f"ledger: {status['ledger']} — {status['items']} items")

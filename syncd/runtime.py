@@ -162,7 +162,9 @@ async def open_runtime(
             if ledger is not None:
                 stack.push_async_callback(ledger.close)
         workers = config.limits.cpu_workers or os.cpu_count() or 1
-        executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalize"))
+        executor = stack.enter_context(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalize")
+        )
         engine = Engine(
             config=config,
             source=source,
@@ -173,4 +175,3 @@ async def open_runtime(
             stop=stop,
         )
         yield Runtime(config, so_api, bc_api, source, target, ledger, engine)
-

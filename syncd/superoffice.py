@@ -52,7 +52,9 @@ class SuperOfficeClient:
         seen: set[int] = set()
         while True:
             if next_link:
-                resp = await self.api.request("GET", urljoin(self.base_url + "/", next_link), what=f"list {kind}")
+                resp = await self.api.request(
+                    "GET", urljoin(self.base_url + "/", next_link), what=f"list {kind}"
+                )
             else:
                 params = {
                     "$select": ",".join(wanted),
@@ -100,8 +102,7 @@ class SuperOfficeClient:
         if not isinstance(info, dict) or not info.get("BlobId"):
             return None
         return "|".join(
-            str(info.get(k, ""))
-            for k in ("BlobId", "UpdatedDate", "OriginalSize", "BlobSize", "MimeType")
+            str(info.get(k, "")) for k in ("BlobId", "UpdatedDate", "OriginalSize", "BlobSize", "MimeType")
         )
 
     async def image(self, kind: SourceKind, entity_id: int) -> bytes | None:

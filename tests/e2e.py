@@ -17,7 +17,6 @@ import yaml
 
 from syncd.sandbox.server import Sandbox
 
-
 # The sandbox's SuperOffice side has no rate limit; real tenants get 10/s. Tests need not wait.
 FAST_LIMITS: dict[str, Any] = {
     "superoffice": {"limits": {"requests_per_second": 1000, "concurrency": 16}},
@@ -56,7 +55,10 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 
 async def syncd(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syncd", *args,
+        sys.executable,
+        "-m",
+        "syncd",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "200", **(env or {})},

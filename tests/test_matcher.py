@@ -63,7 +63,12 @@ def test_explicit_pairs_override_the_rule() -> None:
 
 
 def test_pairs_alone_need_no_match_rule() -> None:
-    r = join([src(1, ""), src(2, "")], [tgt("v10", "V00010")], source_column=None, target_field=None,
-             pairs={"1": "v00010"})
+    r = join(
+        [src(1, ""), src(2, "")],
+        [tgt("v10", "V00010")],
+        source_column=None,
+        target_field=None,
+        pairs={"1": "v00010"},
+    )
     assert [(p.source.id, p.target.id) for p in r.pairs] == [(1, "v10")]
     assert r.problems == []  # source 2 is simply not part of this mapping

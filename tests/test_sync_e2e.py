@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e import syncd, write_config
 from PIL import Image, ImageOps
 
 from syncd.sandbox.server import Sandbox
-from e2e import syncd, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,9 @@ async def test_first_run_mirrors_every_matched_picture_upright_small_and_clean(
         for source_id, target_id in exp["written"]:
             out = bc_picture(sandbox, exp["target"], target_id)
             assert out is not None, f"{name}: {source_id} → {target_id} not written"
-            src = ImageOps.exif_transpose(Image.open(io.BytesIO(so_picture(sandbox, exp["source"], source_id))))
+            src = ImageOps.exif_transpose(
+                Image.open(io.BytesIO(so_picture(sandbox, exp["source"], source_id)))
+            )
             assert src is not None
             with Image.open(io.BytesIO(out)) as im:
                 assert im.format == "JPEG"
@@ -74,7 +76,10 @@ async def test_first_run_mirrors_every_matched_picture_upright_small_and_clean(
                 assert not im.getexif(), "EXIF must be stripped"
                 assert "exif" not in im.info and "icc_profile" not in im.info
                 # aspect ratio kept (within rounding) — EXIF rotation applied, so upright
-                assert abs(im.width / im.height - src.width / src.height) < 0.02 * (src.width / src.height) + 0.01
+                assert (
+                    abs(im.width / im.height - src.width / src.height)
+                    < 0.02 * (src.width / src.height) + 0.01
+                )
         # Blank, unmatched and ambiguous sources and BC records without a source: untouched.
         for target_id in exp["untouched_targets"]:
             key = (exp["target"], target_id)

@@ -96,8 +96,9 @@ class RequestLog:
         self.entries.clear()
         self.counters.clear()
 
-    def count(self, method: str | None = None, route_contains: str | None = None,
-              status: int | None = None) -> int:
+    def count(
+        self, method: str | None = None, route_contains: str | None = None, status: int | None = None
+    ) -> int:
         return sum(
             n
             for (m, r, s), n in self.counters.items()
