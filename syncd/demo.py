@@ -28,7 +28,8 @@ DEMO_DIR = Path("demo")
 def _fresh_demo_dir() -> None:
     DEMO_DIR.mkdir(exist_ok=True)
     for p in DEMO_DIR.glob("syncd-ledger.sqlite*"):
-        p.unlink()
+        if p.is_file():  # the ledger and its WAL files; the .locks directory stays
+            p.unlink()
 
 
 async def _demo(console: Console) -> int:
