@@ -244,12 +244,13 @@ def _parse(text: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _when(value: str | datetime | None) -> str:
-    """A timestamp for people: ``2026-11-27 10:02:11 UTC``."""
+def _when(value: str | datetime | None, *, utc: bool = True, seconds: bool = True) -> str:
+    """A timestamp for people: ``2026-11-27 10:02:11 UTC`` (without the zone where a header says it)."""
     when = _parse(value) if isinstance(value, str) else value
     if when is None:
         return "" if value is None else str(value)
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    fmt = "%Y-%m-%d %H:%M" + (":%S" if seconds else "") + (" UTC" if utc else "")
+    return when.astimezone(UTC).strftime(fmt)
 
 
 def _seconds(run: Mapping[str, Any]) -> str:
@@ -295,9 +296,12 @@ main{padding:8px 24px 32px;max-width:1400px}
 h2{font-size:16px;margin:24px 0 8px}
 h2 .n{color:var(--muted);font-weight:normal}
 table{border-collapse:collapse;width:100%}
-th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th,td{padding:4px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{font-weight:600;background:var(--bg);white-space:nowrap}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.when,.flow{white-space:nowrap}
+#mappings th.num{font-size:12px}
+.scroll{overflow-x:auto}
 td.err{color:var(--bad);max-width:60ch;overflow-wrap:anywhere}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .badge{
@@ -340,10 +344,11 @@ def _badge(text: str, css: str) -> str:
 
 def _mapping_rows(rows: Sequence[MappingRow]) -> str:
     head = (
-        "<tr><th>Mapping</th><th>SuperOffice → Business Central</th><th>Last run</th><th>Outcome</th>"
+        "<tr><th>Mapping</th><th>Last run (UTC)</th><th>Outcome</th>"
         + "".join(f'<th class="num">{c}</th>' for c in _COUNT_COLUMNS)
-        + '<th class="num">Duration</th><th>Next run</th></tr>'
+        + "<th>Next run (UTC)</th></tr>"
     )
+    width = len(_COUNT_COLUMNS) + 4
     body: list[str] = []
     for r in rows:
         run = r.last_run or {}
@@ -356,37 +361,38 @@ def _mapping_rows(rows: Sequence[MappingRow]) -> str:
         else:
             outcome = '<span class="muted">never run</span>'
         if not r.in_config:
-            flow, nxt = '<span class="muted">not in the config any more</span>', ""
+            flow, nxt = "not in the config any more", ""
         else:
-            flow = f"{_e(r.source)} → {_e(r.target)}"
+            flow = f"{r.source} → {r.target}"
             if not r.enabled:
                 nxt = '<span class="muted">disabled</span>'
             else:
-                nxt = _e(_when(r.next_incremental))
+                nxt = _e(_when(r.next_incremental, utc=False, seconds=False))
                 if r.next_full is not None:
-                    nxt += f'<br><span class="muted">full: {_e(_when(r.next_full))}</span>'
+                    full = _when(r.next_full, utc=False, seconds=False)
+                    nxt += f'<br><span class="muted">full {_e(full)}</span>'
         last = ""
         if run:
-            last = f'{_e(_when(run.get("started_at")))}<br><span class="muted">{_e(run.get("mode"))}</span>'
+            detail = " · ".join(str(x) for x in (run.get("mode"), _seconds(run)) if x)
+            last = f'{_e(_when(run.get("started_at"), utc=False))}<br><span class="muted">{_e(detail)}</span>'
         cells = "".join(
             f'<td class="num{" zero" if not counts.get(c) else ""}">{_e(counts.get(c, 0))}</td>'
             for c in _COUNT_COLUMNS
         )
         error = run.get("error") if run.get("outcome") not in (None, "ok") else None
         err_row = (
-            f'<tr class="run-error"><td></td><td class="err" colspan="{len(_COUNT_COLUMNS) + 5}">'
-            f"{_e(error)}</td></tr>"
+            f'<tr class="run-error"><td></td><td class="err" colspan="{width - 1}">{_e(error)}</td></tr>'
             if error
             else ""
         )
         body.append(
-            f'<tr class="mapping" data-mapping="{_e(r.name)}"><td><b>{_e(r.name)}</b></td><td>{flow}</td>'
-            f'<td>{last}</td><td>{outcome}</td>{cells}<td class="num">{_e(_seconds(run))}</td>'
-            f"<td>{nxt}</td></tr>{err_row}"
+            f'<tr class="mapping" data-mapping="{_e(r.name)}"><td><b>{_e(r.name)}</b><br>'
+            f'<span class="muted flow">{_e(flow)}</span></td><td class="when">{last}</td><td>{outcome}</td>'
+            f'{cells}<td class="when">{nxt}</td></tr>{err_row}'
         )
     if not body:
-        body.append(f'<tr><td colspan="{len(_COUNT_COLUMNS) + 6}" class="empty">no mappings</td></tr>')
-    return f'<table id="mappings">{head}{"".join(body)}</table>'
+        body.append(f'<tr><td colspan="{width}" class="empty">no mappings</td></tr>')
+    return f'<div class="scroll"><table id="mappings">{head}{"".join(body)}</table></div>'
 
 
 def _recent(changes: Sequence[RecentChange], targets: Mapping[str, str]) -> str:
@@ -467,9 +473,9 @@ def _history(runs: Sequence[Mapping[str, Any]]) -> str:
             f'<td class="num">{_e(c.get("failed", 0))}</td></tr>'
         )
     return (
-        '<table id="history"><tr><th>Run</th><th>Mapping</th><th>Mode</th><th>Started</th>'
-        '<th class="num">Duration</th><th>Outcome</th><th class="num">written</th>'
-        f'<th class="num">failed</th></tr>{"".join(rows)}</table>'
+        '<div class="scroll"><table id="history"><tr><th>Run</th><th>Mapping</th><th>Mode</th>'
+        '<th>Started</th><th class="num">Duration</th><th>Outcome</th><th class="num">written</th>'
+        f'<th class="num">failed</th></tr>{"".join(rows)}</table></div>'
     )
 
 

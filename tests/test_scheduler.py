@@ -10,13 +10,19 @@ import asyncio
 import itertools
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import FAST_LIMITS, WriteConfig, merge
 
-from syncd.config import Config, parse_config
+from syncd.config import Config, load_config, parse_config
+from syncd.daemon import Daemon
 from syncd.errors import ConfigError
+from syncd.ledger import Ledger
+from syncd.notify import Notifier
+from syncd.sandbox.common import Faults
 from syncd.scheduler import MappingScheduler, crontab_day_of_week, crontab_trigger, plan_jobs
 
 UTC = ZoneInfo("UTC")
@@ -154,7 +160,7 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
 
 @pytest.mark.slow
 async def test_slow_run_never_overlaps_itself_and_missed_ticks_collapse() -> None:
-    runner = FakeRunner(duration=1.6)  # longer than the 1 s interval
+    runner = FakeRunner(duration=1.3)  # longer than the 1 s interval
     sched = MappingScheduler(runner, timezone=UTC)
     sched.apply(make_config(interval="1s"))
     sched.start()
@@ -252,3 +258,72 @@ async def test_stop_waits_for_a_run_that_ends_within_the_grace_period() -> None:
     await wait_for(lambda: sched.busy("customers"))
     assert await sched.stop(10) is True
     assert len(runner.runs) == 1 and runner.cancelled == 0
+
+
+# -- the real daemon against the sandbox -----------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_daemon_runs_of_one_mapping_never_overlap_and_a_slow_run_swallows_missed_ticks(
+    make_sandbox: Any, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    sb = await make_sandbox(contacts=8, persons=2)
+    sb.so.fault_state.set(Faults(latency_ms=400))  # every SuperOffice call is slow: a run takes > 1 s
+    one_mapping = [
+        {
+            "name": "customers",
+            "source": "contact",
+            "target": "customers",
+            "match": {"source": "code", "target": "number"},
+        }
+    ]
+    cfg = write_config(
+        sb,
+        **merge(
+            merge({}, FAST_LIMITS),
+            {"schedule": {"interval": "1s"}, "server": {"enabled": False}, "mappings": one_mapping},
+        ),
+    )
+    ledger_path = tmp_path / "ledger.sqlite"
+    daemon = Daemon(load_config(cfg), config_path=cfg, notifier=Notifier({}), install_signals=False)
+    task = asyncio.create_task(daemon.run())
+
+    async def runs() -> list[tuple[datetime, datetime | None]]:
+        if not ledger_path.exists():
+            return []
+        async with Ledger.open(ledger_path, readonly=True) as ledger:
+            rows = await ledger.last_runs("customers", limit=100)
+        return [
+            (
+                datetime.fromisoformat(r.started_at),
+                datetime.fromisoformat(r.finished_at) if r.finished_at else None,
+            )
+            for r in reversed(rows)
+        ]
+
+    async def wait_runs(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len([r for r in await runs() if r[1] is not None]) < n:
+            assert not task.done() and time.monotonic() < deadline, "runs did not happen"
+            await asyncio.sleep(0.05)
+
+    try:
+        await wait_runs(2)
+        sb.so.fault_state.set(Faults())  # fast again: a backlog of missed ticks would now run in a burst
+        slow = len([r for r in await runs() if r[1] is not None])
+        await wait_runs(slow + 3)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+    record = [r for r in await runs() if r[1] is not None]
+    for (_, end), (start, _) in itertools.pairwise(record):
+        assert end is not None and start >= end, "a run of the mapping started before the previous one ended"
+    durations = [(e - s).total_seconds() for s, e in record if e is not None]
+    assert max(durations[:slow]) > 1.0, f"the slow runs were not longer than the interval: {durations}"
+    fast_starts = [s for s, _ in record[slow:]]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fast_starts)]
+    assert gaps and all(g > 0.5 for g in gaps), f"missed ticks ran as a burst: {gaps}"
+    # The sandbox saw one Business Central listing per run: nothing ran beside the ledger's runs.
+    listings = [e for e in sb.bc.log.entries if e.method == "GET" and e.route.endswith("/{entity_set}")]
+    assert len(listings) == len(record)
