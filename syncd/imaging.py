@@ -449,7 +449,8 @@ def _encode_within(im: Image.Image, profile: PictureProfile) -> tuple[bytes, Ima
 def normalize(data: bytes, profile: PictureProfile) -> NormalizedPicture:
     """Turn untrusted source picture bytes into the profile's target picture.
 
-    Raises ``ImageError`` (and nothing else) when the bytes are not a usable picture.
+    Raises ``ImageError`` (and nothing else) when the bytes are not a usable picture. Safe to call
+    from several threads or processes at once: it changes no global state.
     """
     if not data:
         raise ImageError("empty picture (0 bytes)")

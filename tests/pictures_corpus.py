@@ -357,6 +357,17 @@ def _webp_claims_16384() -> bytes:
     return bytes(data)
 
 
+def _mpo() -> bytes:
+    """A camera "multi-picture" JPEG (MPO): two pictures in one file, e.g. a stereo pair."""
+    left, right = scene((400, 300), 26), scene((400, 300), 27)
+    return encode(left, "MPO", save_all=True, append_images=[right])
+
+
+def _apng() -> bytes:
+    frames = [scene((120, 90), 28 + i) for i in range(3)]
+    return encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100)
+
+
 _PDF = b"""%PDF-1.4
 1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj
 2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj
@@ -494,6 +505,8 @@ def _cases() -> tuple[HostileCase, ...]:
         c("jpeg_progressive", ok, lambda: _noise_jpeg(progressive=True)),
         c("jpeg_restart_markers", ok, lambda: _noise_jpeg(restart_marker_rows=1)),
         c("jpeg_12mp_exif_rotated", ok, lambda: photo_jpeg(3000, 4000, 1, orientation=6)),
+        c("jpeg_mpo_two_pictures", ok, _mpo),
+        c("png_animated_apng", ok, _apng),
     )
 
 
