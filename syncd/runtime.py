@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from syncd.auth import (
+    DEFAULT_TIMEOUT,
     Auth,
     BasicAuth,
     BearerAuth,
@@ -42,7 +43,15 @@ from syncd.ledger import Ledger
 from syncd.superoffice import SuperOfficeClient
 
 
-def superoffice_auth(cfg: SuperOfficeConfig, clock: Callable[[], float] = time.time) -> Auth:
+def superoffice_auth(
+    cfg: SuperOfficeConfig,
+    clock: Callable[[], float] = time.time,
+    *,
+    attempts: int = 3,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Auth:
+    """The SuperOffice auth for ``cfg``. ``attempts``/``timeout`` bound each request to the login service
+    (``syncd check`` uses one attempt so that an unreachable host is reported at once)."""
     a = cfg.auth
     if isinstance(a, SOBasicAuth):
         return BasicAuth(username=a.username, password=a.password)
@@ -60,6 +69,8 @@ def superoffice_auth(cfg: SuperOfficeConfig, clock: Callable[[], float] = time.t
         jwt_public_key_pem=a.jwt_public_key,
         ticket_lifetime=a.ticket_lifetime,
         clock=clock,
+        attempts=attempts,
+        timeout=timeout,
     )
 
 
@@ -77,7 +88,14 @@ def _default_so_login_url(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/Login"
 
 
-def businesscentral_auth(cfg: BusinessCentralConfig, clock: Callable[[], float] = time.time) -> Auth:
+def businesscentral_auth(
+    cfg: BusinessCentralConfig,
+    clock: Callable[[], float] = time.time,
+    *,
+    attempts: int = 3,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Auth:
+    """The Business Central auth for ``cfg``; ``attempts``/``timeout`` as for :func:`superoffice_auth`."""
     a = cfg.auth
     if isinstance(a, BCClientCredentials):
         return ClientCredentialsAuth(
@@ -89,6 +107,8 @@ def businesscentral_auth(cfg: BusinessCentralConfig, clock: Callable[[], float] 
             scope=a.scope,
             token_url=a.token_url,
             clock=clock,
+            attempts=attempts,
+            timeout=timeout,
         )
     if isinstance(a, BCBasicAuth):
         return BasicAuth(username=a.username, password=a.password)
