@@ -18,10 +18,12 @@ import asyncio
 import email.utils
 import json
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -152,6 +154,31 @@ def error_detail(body: bytes) -> tuple[str | None, str]:
     return None, str(data)[:200]
 
 
+def network_problem(exc: BaseException, timeout: float | None = None) -> str:
+    """A short human reason for a failed connection or request: ``connection refused``, ``host name not
+    found (DNS)``, ``TLS: …``, ``no answer within 20 s``."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return f"no answer within {timeout:g} s" if timeout else "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found (DNS)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate not accepted: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(os_error, socket.gaierror):
+            return "host name not found (DNS)"
+        return f"cannot connect: {os_error.strerror or os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer broke off"
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
 class ApiClient:
     """Sends requests to one API with its auth, limits and retry policy."""
 
@@ -241,8 +268,11 @@ class ApiClient:
                     reason = type(exc).__name__
                     self._observer.on_response(self.api, method, 0)
                     if attempt >= self.limits.max_retries:
+                        host = urlsplit(url).netloc or url
+                        tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
                         raise UnreachableError(
-                            f"{what}: {self.api} unreachable after {attempt + 1} attempts ({reason}: {exc})",
+                            f"{what}: {host} unreachable ({network_problem(exc, self.limits.timeout)}; "
+                            f"{tries})",
                             hint="check the base_url, DNS and network; syncd retries on the next run",
                         ) from None
                     self._observer.on_retry(self.api, reason)
