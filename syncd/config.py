@@ -194,6 +194,11 @@ class SuperOfficeConfig(_Model):
     limits: ApiLimits = Field(default_factory=_so_limits)
     page_size: int = Field(default=500, ge=1, le=5000)
     max_image_bytes: Size = 20_000_000
+    # SuperOffice does not document that saving a picture moves the record's updatedDate, and most
+    # likely it does not; so by default every run asks ImageInfo for every matched record. Set true
+    # only where picture changes are known to touch updatedDate: then incremental runs skip records
+    # not updated since the last good run (full reconciles still check everything).
+    trust_updated_date: bool = False
 
     @field_validator("base_url")
     @classmethod

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -258,7 +258,8 @@ class Engine:
         # Phase A: fingerprints and first decisions (read only).
         self.reporter.phase(mapping.name, "checking pictures", len(matched.pairs))
         policy = Policy(on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed)
-        work = await self._plan(mapping, matched.pairs, items, policy, options)
+        unchanged_before = self._trusted_cutoff(watermark, options)
+        work = await self._plan(mapping, matched.pairs, items, policy, options, unchanged_before)
         clears = [w for w in work if w.action is Pre.CLEAR]
         self._check_clear_cap(mapping, len(clears), max(known, len(work)), options)
 
@@ -306,7 +307,9 @@ class Engine:
         if self.ledger and not options.dry_run:
             assert result.run_id is not None
             await self.ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
-            if result.outcome == "ok":
+            # Failed items are retried by their ledger status, not by the watermark, so a partial
+            # run may advance it too; an interrupted or budget-limited one may not.
+            if result.outcome in ("ok", "partial"):
                 newest = max((s.updated for s in sources if s.updated), default=None)
                 if newest and (watermark is None or newest > watermark):
                     await self.ledger.set_watermark(mapping.name, kind, newest)
@@ -319,6 +322,7 @@ class Engine:
         items: dict[int, LedgerItem],
         policy: Policy,
         options: RunOptions,
+        unchanged_before: datetime | None = None,
     ) -> list[_Work]:
         work: list[_Work | None] = [None] * len(pairs)
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -330,7 +334,16 @@ class Engine:
                 i = queue.get_nowait()
                 pair = pairs[i]
                 item = self._confirm_pending(items.get(pair.source.id), pair.target.picture)
-                fingerprint = await self._fingerprint(mapping.source, pair.source.id)
+                if (
+                    unchanged_before is not None
+                    and item is not None
+                    and item.source_fingerprint
+                    and _parse_so_date(pair.source.updated) < unchanged_before
+                ):
+                    # trust_updated_date: a record not updated since the last good run keeps its picture
+                    fingerprint: str | None = item.source_fingerprint
+                else:
+                    fingerprint = await self._fingerprint(mapping.source, pair.source.id)
                 tstate = _target_state(pair.target.picture)
                 if item is not None and item.target_id not in (None, pair.target.id):
                     item = None  # the key now points at another BC record: treat as a first sync there
@@ -357,6 +370,15 @@ class Engine:
         n = min(self.config.superoffice.limits.concurrency, max(1, len(pairs)))
         await asyncio.gather(*(worker() for _ in range(n)))
         return [w for w in work if w is not None]
+
+    def _trusted_cutoff(self, watermark: str | None, options: RunOptions) -> datetime | None:
+        """With ``superoffice.trust_updated_date``, records updated before this instant are assumed to
+        have the picture they had (no ImageInfo request). One day of overlap: SimpleContact's
+        ``updatedDate`` may be a date without time, and clocks differ."""
+        if not self.config.superoffice.trust_updated_date or options.full or not watermark:
+            return None
+        parsed = _parse_so_date(watermark)
+        return None if parsed == datetime.max.replace(tzinfo=UTC) else parsed - timedelta(days=1)
 
     async def _fingerprint(self, kind: SourceKind, entity_id: int) -> str | None:
         if not self.source.image_info_supported:
@@ -724,6 +746,18 @@ class Engine:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _parse_so_date(value: str | None) -> datetime:
+    """SuperOffice archive dates ("2024-05-01T10:00:00", "2024-05-01", UTC); unknown → the distant past
+    is wrong here, so unknown → far future (never trusted as unchanged)."""
+    if not value:
+        return datetime.max.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.max.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _pending_marker(width: int, height: int) -> str:

@@ -162,8 +162,9 @@ async def test_dry_run_leaves_sandbox_and_ledger_byte_identical(sandbox: Sandbox
     assert sandbox.bc.log.count(method="PATCH") + sandbox.bc.log.count(method="DELETE") == writes_before
     plan = [line.split("\t") for line in result.stdout.splitlines() if line.startswith("customers\t")]
     writes = {p[2] for p in plan if p[1] == "write"}
-    # the changed picture, plus the broken ones that failed last time (they are retried every run)
-    assert writes == {f"contact {exp['written'][1][0]}"} | {f"contact {i}" for i in exp["broken"]}
+    assert writes == {f"contact {exp['written'][1][0]}"}
+    # the broken pictures are reported again, not re-downloaded: they have not changed
+    assert {p[2] for p in plan if p[1] == "failed"} == {f"contact {i}" for i in exp["broken"]}
     assert any(p[1] == "skip" for p in plan) and any(p[1] == "ambiguous" for p in plan)
 
 
@@ -182,3 +183,26 @@ async def test_older_bc_api_dialects_write_through_content_links(
     assert patched and all(p.endswith("/content") and f"/api/{dialect}/" in p for p in patched)
     again = await syncd("run", "--once", "--json", "-c", str(path))
     assert again.json()["mappings"][0]["counts"]["patches"] == 0
+
+
+async def test_trust_updated_date_skips_imageinfo_for_records_not_updated(tmp_path: Path) -> None:
+    # Where saving a picture does move updatedDate (a sandbox knob), incremental runs may trust it.
+    async with Sandbox(seed=5, contacts=80, persons=0, image_updates_touch_updated_date=True) as sb:
+        one_mapping = [sb.config()["mappings"][0]]
+        cfg = write_config(sb, tmp_path, superoffice={"trust_updated_date": True}, mappings=one_mapping)
+        await syncd("run", "--once", "-c", str(cfg))
+        pairs = len(sb.dataset.expected["mappings"]["customers"]["pairs"])
+        info_before = sb.so.log.count(route_contains="ImageInfo")
+        second = await syncd("run", "--once", "--json", "-c", str(cfg))
+        info_calls = sb.so.log.count(route_contains="ImageInfo") - info_before
+        assert second.json()["mappings"][0]["counts"]["written"] == 0
+        assert info_calls < pairs / 4, f"{info_calls} ImageInfo calls for {pairs} unchanged records"
+
+        source_id, _ = sb.dataset.expected["mappings"]["customers"]["written"][0]
+        new = io.BytesIO()
+        Image.new("RGB", (200, 100), (200, 0, 0)).save(new, "JPEG")
+        sb.dataset.so.set_image("contact", source_id, new.getvalue(), touch=True)
+        third = await syncd("run", "--once", "--json", "-c", str(cfg))
+        assert third.json()["mappings"][0]["counts"]["written"] == 1
+        full = await syncd("run", "--once", "--full", "--json", "-c", str(cfg))
+        assert full.json()["mappings"][0]["counts"]["written"] == 0  # full checks all, finds nothing new

@@ -95,7 +95,7 @@ from urllib.parse import quote
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
-from syncd.sandbox.common import Emulator, Faults, retry_after_value
+from syncd.sandbox.common import PRINCIPAL, Emulator, Faults, retry_after_value
 from syncd.sandbox.entra import EntraEmulator, TokenProblem
 
 API_VERSIONS = ("v2.0", "v1.0", "beta")
@@ -1455,7 +1455,7 @@ class BusinessCentralEmulator(Emulator):
                 raise ODataError(
                     404, "BadRequest_NotFound", f"The environment '{environment}' does not exist."
                 )
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         if version == "beta" and not self.beta_enabled:
             raise _segment_not_found("beta")
         path = request.raw_path.split("?", 1)[0]

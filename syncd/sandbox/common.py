@@ -29,6 +29,7 @@ from aiohttp import web
 ADMIN_PREFIX = "/_sandbox/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PRINCIPAL = web.RequestKey("principal", str)  # who a request authenticated as (set by the emulators)
 
 
 @dataclass(slots=True)
@@ -172,8 +173,7 @@ class Emulator:
     # -- to be extended by emulators ---------------------------------------------------------------
     def principal_of(self, request: web.Request) -> str | None:
         """Who the request authenticated as (for the log); emulators set request['principal']."""
-        value = request.get("principal")
-        return value if isinstance(value, str) else None
+        return request.get(PRINCIPAL)
 
     def fault_response(self, kind: str, request: web.Request) -> web.Response:
         """The injected error reply in this API's own error shape. Overridden by emulators."""

@@ -44,6 +44,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from syncd.sandbox.common import PRINCIPAL
+
 BC_RESOURCE = "https://api.businesscentral.dynamics.com"
 BC_DEFAULT_SCOPE = BC_RESOURCE + "/.default"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -208,7 +210,7 @@ class EntraEmulator:
             client_id, token, info = self._grant(request, form_items)
         except _EntraError as err:
             return self._error(err)
-        request["principal"] = client_id
+        request[PRINCIPAL] = client_id
         expires_in = max(0, round(info.expires_at - info.issued_at))
         body = {
             "token_type": "Bearer",

@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from PIL import Image, ImageDraw
 
-from syncd.sandbox.common import ADMIN_PREFIX, Emulator, Faults, Handler, retry_after_value
+from syncd.sandbox.common import ADMIN_PREFIX, PRINCIPAL, Emulator, Faults, Handler, retry_after_value
 
 SOKind = Literal["contact", "person"]
 SO_KINDS: tuple[SOKind, ...] = ("contact", "person")
@@ -153,9 +153,6 @@ SIGNED_TOKEN_MAX_AGE = 300.0  # seconds a signed system user token's timestamp m
 SIGNED_TOKEN_MAX_AHEAD = 60.0  # ... or run ahead of it (clock skew)
 JWT_LIFETIME = 300  # the JWT is meant to be validated immediately (SO error ID4148 "NotOnOrAfter")
 MAX_IMAGE_SIDE = 10_000  # w/h beyond this are refused (keeps the emulator from allocating gigabytes)
-
-#: Where the authenticated principal is kept on the request (the request log records it).
-PRINCIPAL = web.RequestKey("principal", str)
 
 RUNNING_STATES = frozenset({"Running", "OnlineMaintenance"})  # IsRunning is true only for these
 
