@@ -390,7 +390,8 @@ class _CachedCredentialAuth:
                     delay = max(delay, min(retry_after, 30.0))
                 await self._sleep(delay)
         raise UnreachableError(
-            f"{what}: cannot get a credential from {host} ({last_problem}, {self._attempts} attempts)",
+            f"{what}: cannot get a credential from {host} ({last_problem}; {self._attempts} attempt"
+            + ("s)" if self._attempts > 1 else ")"),
             hint=f"check network access to {host} (proxy, firewall, DNS) and the token/login URL",
         )
 
@@ -416,7 +417,11 @@ def _parse_json(raw: bytes) -> Any:
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found (DNS)"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
         return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
