@@ -559,6 +559,14 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
                 "tenant",
             )
         if codes & {90002, 900023, 90013}:
+            url_tenant = next((p for p in urlsplit(self.token_url).path.split("/") if p), "")
+            if url_tenant and url_tenant.lower() != tenant.lower():
+                return AuthError(
+                    f"Entra ID does not know tenant {url_tenant!r} named in token_url "
+                    f"(AADSTS{min(codes & {90002, 900023, 90013})})",
+                    hint=f"businesscentral.auth.token_url must name the same tenant as tenant_id ({tenant}): "
+                    f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token, or leave token_url out",
+                )
             return fail(
                 f"tenant not found (AADSTS{min(codes & {90002, 900023, 90013})})",
                 f"tenant_id {tenant} does not exist: use the Directory (tenant) ID GUID or a verified domain "
