@@ -106,7 +106,7 @@ class SuperOfficeClient:
         )
 
     async def image(self, kind: SourceKind, entity_id: int) -> bytes | None:
-        """The stored picture's original bytes, or ``None`` when the record has no picture.
+        """The stored picture's original bytes, or ``None`` when the record has no picture (404/204).
 
         Handles both reply styles: raw ``image/*`` bytes, and a JSON string holding base64 (what the
         service sends when it decides JSON is acceptable). The format is decided later from the
@@ -123,10 +123,14 @@ class SuperOfficeClient:
             )
         except NotFoundError:
             return None
-        if resp.status == 204 or not resp.body:
+        if resp.status == 204:
             return None
         if resp.content_type in ("application/json", "text/json"):
-            return _decode_json_image(resp.body, f"{kind} {entity_id}")
+            # The JSON style says "no picture" with an empty result (as BLOBAgent does).
+            return _decode_json_image(resp.body, f"{kind} {entity_id}") if resp.body.strip() else None
+        # A 200 with zero bytes is a stored picture that is empty (or a reply cut short), not "no picture":
+        # taken for blank, it could clear the BC picture under ``on_source_blank: clear``. The normalizer
+        # turns it into a per-item error ("empty picture").
         return resp.body
 
 
