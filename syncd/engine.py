@@ -49,6 +49,7 @@ from syncd.errors import (
     AuthError,
     ImageError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     SafetyStop,
     SyncdError,
@@ -107,12 +108,16 @@ class Reporter(Protocol):
     """Receives progress; the CLI draws a bar, the daemon feeds metrics. Must never raise."""
 
     def phase(self, mapping: str, text: str, total: int | None) -> None: ...
+    def checked(self, mapping: str) -> None: ...  # one pair's fingerprint read (phase A progress)
     def advance(self, mapping: str, outcome: Outcome) -> None: ...
     def normalized(self, seconds: float) -> None: ...
 
 
 class NullReporter:
     def phase(self, mapping: str, text: str, total: int | None) -> None:
+        pass
+
+    def checked(self, mapping: str) -> None:
         pass
 
     def advance(self, mapping: str, outcome: Outcome) -> None:
@@ -187,6 +192,8 @@ class Engine:
     async def run_mapping(self, mapping: MappingConfig, options: RunOptions = RunOptions()) -> RunResult:
         mode = "dry-run" if options.dry_run else ("full" if options.full else "incremental")
         result = RunResult(mapping=mapping.name, mode=mode, started=time.time())
+        max_runtime = self.config.limits.max_runtime
+        deadline = self.clock() + max_runtime if max_runtime else None  # the whole run, listings included
         writable = not options.dry_run and self.ledger is not None
         if writable:
             assert self.ledger is not None
@@ -194,7 +201,7 @@ class Engine:
         bound = log.bind(mapping=mapping.name, mode=mode, run_id=result.run_id)
         bound.info("run started")
         try:
-            await self._run(mapping, options, result)
+            await self._run(mapping, options, result, deadline)
         except SafetyStop as exc:
             result.outcome, result.error = "safety_stop", str(exc)
             bound.error("safety stop", error=str(exc))
@@ -223,7 +230,9 @@ class Engine:
             )
         return result
 
-    async def _run(self, mapping: MappingConfig, options: RunOptions, result: RunResult) -> None:
+    async def _run(
+        self, mapping: MappingConfig, options: RunOptions, result: RunResult, deadline: float | None = None
+    ) -> None:
         kind: SourceKind = mapping.source
         self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
         match_field = mapping.match.target if mapping.match else None
@@ -299,7 +308,7 @@ class Engine:
             await self.ledger.record_many(settled)
 
         # Phase B: fetch, normalize, write, clear.
-        await self._execute(mapping, phase_b, policy, options, result)
+        await self._execute(mapping, phase_b, policy, options, result, deadline)
 
         failed = result.counts.by_outcome.get(Outcome.FAILED, 0)
         if result.outcome == "ok" and failed:
@@ -328,6 +337,30 @@ class Engine:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(pairs)):
             queue.put_nowait(i)
+        unreachable = [0]  # consecutive ImageInfo requests that failed past their retries
+        give_up = max(5, 2 * self.config.superoffice.limits.concurrency)
+
+        async def fingerprint_of(pair: Pair) -> str | None:
+            """The item's fingerprint; when ImageInfo fails past its retries the item is decided by
+            downloading in phase B (where a failure fails this item only), unless SuperOffice looks down."""
+            try:
+                value = await self._fingerprint(mapping.source, pair.source.id)
+            except PermissionDeniedError:
+                raise
+            except (UnreachableError, ApiError) as exc:
+                if isinstance(exc, UnreachableError):
+                    unreachable[0] += 1
+                    if unreachable[0] >= give_up:
+                        raise
+                log.warning(
+                    "picture fingerprint unavailable; deciding by download",
+                    mapping=mapping.name,
+                    source_id=pair.source.id,
+                    error=exc.message,
+                )
+                return FINGERPRINT_UNAVAILABLE
+            unreachable[0] = 0
+            return value
 
         async def worker() -> None:
             while not queue.empty():
@@ -343,7 +376,7 @@ class Engine:
                     # trust_updated_date: a record not updated since the last good run keeps its picture
                     fingerprint: str | None = item.source_fingerprint
                 else:
-                    fingerprint = await self._fingerprint(mapping.source, pair.source.id)
+                    fingerprint = await fingerprint_of(pair)
                 tstate = _target_state(pair.target.picture)
                 if item is not None and item.target_id not in (None, pair.target.id):
                     item = None  # the key now points at another BC record: treat as a first sync there
@@ -366,9 +399,17 @@ class Engine:
                     and item.normalizer_version == self.normalizer_version
                 )
                 work[i] = _Work(pair, item, fingerprint, tstate, action, known_broken=broken)
+                self.reporter.checked(mapping.name)
 
         n = min(self.config.superoffice.limits.concurrency, max(1, len(pairs)))
-        await asyncio.gather(*(worker() for _ in range(n)))
+        tasks = [asyncio.ensure_future(worker()) for _ in range(n)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:  # one worker's fatal error: the others stop too, not in the background
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return [w for w in work if w is not None]
 
     def _trusted_cutoff(self, watermark: str | None, options: RunOptions) -> datetime | None:
@@ -461,9 +502,9 @@ class Engine:
         policy: Policy,
         options: RunOptions,
         result: RunResult,
+        deadline: float | None = None,
     ) -> None:
         limits = self.config.limits
-        deadline = self.clock() + limits.max_runtime if limits.max_runtime else None
         queue: asyncio.Queue[_Work] = asyncio.Queue()
         for w in work:
             queue.put_nowait(w)
