@@ -17,6 +17,7 @@ from syncd.engine import RunOptions, RunResult
 from syncd.errors import ExitCode, SyncdError
 from syncd.locks import MappingLock
 from syncd.runtime import Runtime
+from syncd.types import Outcome
 
 log = structlog.get_logger("syncd.jobs")
 
@@ -43,7 +44,8 @@ class MappingOutcome:
         if self.error is not None:
             return self.error.exit_code
         assert self.result is not None
-        if self.result.outcome == "partial":
+        # A run that stopped at a budget (or on request) is a success, unless items failed before that.
+        if self.result.outcome == "partial" or self.result.counts.by_outcome.get(Outcome.FAILED, 0):
             return ExitCode.PARTIAL
         return ExitCode.OK
 
