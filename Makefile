@@ -18,8 +18,8 @@ demo: install
 	$(BIN)/syncd demo
 
 lint: install
-	$(BIN)/ruff check syncd tests bench
-	$(BIN)/ruff format --check syncd tests bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 typecheck: install
 	$(BIN)/mypy --strict syncd

@@ -133,6 +133,9 @@ class Metrics:
     def phase(self, mapping: str, text: str, total: int | None) -> None:
         pass
 
+    def checked(self, mapping: str) -> None:
+        pass
+
     def advance(self, mapping: str, outcome: Outcome) -> None:
         value = str(outcome)
         self.items.labels(mapping=mapping, result=value).inc()

@@ -40,6 +40,7 @@ class ProgressReporter:
             transient=True,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._writing: set[str] = set()  # mappings whose bar counts written items (phase B)
 
     def __enter__(self) -> ProgressReporter:
         self.progress.start()
@@ -49,15 +50,24 @@ class ProgressReporter:
         self.progress.stop()
 
     def phase(self, mapping: str, text: str, total: int | None) -> None:
+        if text.startswith("writing"):
+            self._writing.add(mapping)
+        else:
+            self._writing.discard(mapping)
         task = self._tasks.get(mapping)
         if task is None:
             self._tasks[mapping] = self.progress.add_task(text, total=total, mapping=mapping)
         else:
             self.progress.reset(task, total=total, description=text)
 
-    def advance(self, mapping: str, outcome: Outcome) -> None:
+    def checked(self, mapping: str) -> None:
         task = self._tasks.get(mapping)
         if task is not None:
+            self.progress.advance(task)
+
+    def advance(self, mapping: str, outcome: Outcome) -> None:
+        task = self._tasks.get(mapping)
+        if task is not None and mapping in self._writing:
             self.progress.advance(task)
 
     def normalized(self, seconds: float) -> None:
