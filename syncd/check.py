@@ -1,136 +1,619 @@
-"""``syncd check``: is this config usable? Authenticate and read one page on each side.
+"""``syncd check``: is this config usable? Authenticate and read one page on each side, say what is wrong.
 
-Every failure names what is wrong and what to do: unreachable host, SuperOffice tenant not found, bad
-credentials, a Business Central permission set missing (403), a wrong environment or company. The
-exit code is the most serious problem found (5 for credentials, 3 for unreachable, 1 for config).
+Output, one line per check and the hint indented below a failure::
+
+    SuperOffice  https://online.superoffice.com/Cust12345/api/v1
+      ✓ tenant Cust12345 is Running
+      ✓ system user signed in (ticket for Cust12345 from online.superoffice.com)
+      ✓ contacts: read one page
+    Business Central  https://api.businesscentral.dynamics.com/v2.0/TENANT/production/api/v2.0
+      ✓ Entra ID issued a token (client 1b2c3d4e… at tenant TENANT)
+      ✗ customers: no permission to read customers (HTTP 403 Authorization_InsufficientPermissions: …)
+          hint: in Business Central open "Microsoft Entra applications", select client …
+    Ledger
+      ✓ /var/lib/syncd/ledger.sqlite: writable
+
+    ✗ check failed (exit 5: credentials or permissions)
+
+Each side stops at its first failure (later checks could only fail for the same reason); the two sides
+are checked at the same time. Nothing is retried and every request has a short timeout, so a refused
+connection answers at once and a silent host within seconds. The exit code is the most serious problem
+found: 1 configuration (SuperOffice tenant, BC environment or company not found, ledger not writable),
+5 credentials or permissions, 3 unreachable or not available now. Every printed line goes through the log
+redaction, so no secret can appear even if an API echoed one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from rich.console import Console
+from rich.markup import escape
 
-from syncd.config import Config
-from syncd.errors import (
-    ApiError,
-    AuthError,
-    ConfigError,
-    ExitCode,
-    NotFoundError,
-    SyncdError,
-    UnreachableError,
+from syncd.auth import (
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    ClientCredentialsAuth,
+    SOTicketAuth,
+    SuperOfficeSystemUserAuth,
 )
+from syncd.businesscentral import BusinessCentralClient
+from syncd.config import ApiLimits, Config
+from syncd.errors import ApiError, AuthError, ConfigError, ExitCode, SyncdError, UnreachableError
+from syncd.http import ApiClient, Response, error_detail, network_problem, new_session
 from syncd.jobs import SEVERITY
-from syncd.runtime import open_runtime
+from syncd.logs import redact_text
+from syncd.runtime import businesscentral_auth, superoffice_auth
+from syncd.superoffice import ID_COLUMN
+
+__all__ = ["CHECK_CONNECT_TIMEOUT", "CHECK_TIMEOUT", "Finding", "Section", "check_config", "run_check"]
+
+CHECK_TIMEOUT = 15.0  # seconds per request at most (the config may allow longer for real runs)
+CHECK_CONNECT_TIMEOUT = 10.0
+
+_SO_ENTITY = {"contact": "Contact", "person": "Person"}
+_SO_PLURAL = {"contact": "contacts", "person": "persons"}
+_EXIT_MEANING = {
+    ExitCode.CONFIG: "configuration",
+    ExitCode.AUTH: "credentials or permissions",
+    ExitCode.RETRYABLE: "unreachable or not available now; try again later",
+}
+_PERMISSION_WORDS = ("permission", "not authorized", "unauthorized to", "forbidden")
 
 
-def _fast(config: Config) -> Config:
-    """The same config with few retries: a check should answer in seconds, not back off for minutes."""
-    so = config.superoffice.model_copy(
-        update={"limits": config.superoffice.limits.model_copy(update={"max_retries": 1, "timeout": 20.0})}
-    )
-    bc = config.businesscentral.model_copy(
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of the report: a check that passed, or one that failed with a hint and an exit code."""
+
+    ok: bool
+    text: str
+    hint: str | None = None
+    code: ExitCode = ExitCode.OK
+
+
+@dataclass(slots=True)
+class Section:
+    """The findings for one side (SuperOffice, Business Central, ledger), in the order they were made."""
+
+    title: str
+    findings: list[Finding]
+
+    @property
+    def code(self) -> ExitCode:
+        return _worst(f.code for f in self.findings)
+
+
+class _Failed(Exception):
+    """Ends one side's checks with a failing finding."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.text)
+        self.finding = finding
+
+
+def _fail(text: str, hint: str | None, code: ExitCode) -> _Failed:
+    return _Failed(Finding(False, text, hint, code))
+
+
+def _worst(codes: Any) -> ExitCode:
+    found = set(codes)
+    return next((c for c in SEVERITY if c in found), ExitCode.OK)
+
+
+def _quick(limits: ApiLimits) -> ApiLimits:
+    """No retries and short timeouts: a check answers in seconds instead of backing off for minutes."""
+    return limits.model_copy(
         update={
-            "limits": config.businesscentral.limits.model_copy(update={"max_retries": 1, "timeout": 20.0})
+            "max_retries": 0,
+            "timeout": min(limits.timeout, CHECK_TIMEOUT),
+            "connect_timeout": min(limits.connect_timeout, CHECK_CONNECT_TIMEOUT),
+            "max_retry_wait": 0.0,
         }
     )
-    return config.model_copy(update={"superoffice": so, "businesscentral": bc})
+
+
+# -- entry points ------------------------------------------------------------------------------------
 
 
 async def run_check(config: Config, console: Console) -> int:
-    config = _fast(config)
-    codes: list[ExitCode] = []
-
-    def ok(text: str) -> None:
-        console.print(f"[green]✓[/] {text}", highlight=False)
-
-    def fail(text: str, exc: SyncdError, hint: str | None = None) -> None:
-        codes.append(exc.exit_code)
-        console.print(f"[red]✗[/] {text}: {exc.message}", highlight=False, markup=False)
-        hint = hint or exc.hint
-        if hint:
-            console.print(f"    hint: {hint}", highlight=False, markup=False)
-
-    so_host = urlsplit(config.superoffice.base_url).netloc
-    bc_host = urlsplit(config.businesscentral.base_url).netloc
-    async with open_runtime(config, open_ledger=False) as rt:
-        # SuperOffice: one contact row proves host, tenant and credentials.
-        try:
-            await rt.so_api.request(
-                "GET",
-                f"{config.superoffice.base_url}/Contact",
-                params={"$select": "contactId", "$top": "1"},
-                what="SuperOffice: list contacts",
-            )
-            ok(
-                f"SuperOffice {so_host} tenant {config.superoffice.context_identifier}: "
-                f"authenticated as {rt.so_api.auth.describe()}"
-            )
-        except UnreachableError as exc:
-            fail(
-                f"SuperOffice {so_host} unreachable",
-                exc,
-                "check superoffice.base_url (host name, port, https) and that this machine can reach it",
-            )
-        except NotFoundError as exc:
-            fail(
-                f"SuperOffice tenant {config.superoffice.context_identifier!r} not found",
-                exc,
-                "check the CustNNNNN part of superoffice.base_url (Online: see the tenant's URL after login)",
-            )
-        except AuthError as exc:
-            fail("SuperOffice rejected the credentials", exc)
-        except ApiError as exc:
-            fail("SuperOffice answered with an error", exc)
-
-        # Business Central: token, companies, the configured company, one page per target entity.
-        try:
-            company_id = await rt.target.resolve_company()
-            ok(
-                f"Business Central {bc_host}: authenticated ({rt.bc_api.auth.describe()}), "
-                f"company {config.businesscentral.company!r} = {company_id}"
-            )
-            for kind in dict.fromkeys(m.target for m in config.mappings):
-                await rt.bc_api.request(
-                    "GET",
-                    f"{config.businesscentral.base_url}/companies({company_id})/{kind}",
-                    params={"$top": "1", "$expand": "picture"},
-                    what=f"Business Central: list {kind}",
-                )
-                ok(f"Business Central: can read {kind} with pictures")
-        except UnreachableError as exc:
-            fail(
-                f"Business Central {bc_host} unreachable",
-                exc,
-                "check businesscentral.base_url and, for client_credentials, token_url / tenant_id",
-            )
-        except AuthError as exc:
-            fail("Business Central authentication failed", exc)
-        except NotFoundError as exc:
-            fail(
-                "Business Central: not found",
-                exc,
-                "check the tenant and environment in businesscentral.base_url "
-                "(…/v2.0/{tenant}/{environment}/api/v2.0; environments are listed in the BC admin center)",
-            )
-        except ConfigError as exc:
-            fail("Business Central company", exc)
-        except ApiError as exc:
-            fail("Business Central answered with an error", exc)
-
-    ledger_dir = Path(config.ledger).parent
-    if os.access(ledger_dir if ledger_dir.exists() else ledger_dir.parent, os.W_OK):
-        ok(f"ledger {config.ledger}: writable")
+    """``syncd check``: run every check, print the report, return the exit code."""
+    sections = await check_config(config)
+    code = _worst(s.code for s in sections)
+    for section in sections:
+        console.print(f"[bold]{escape(redact_text(section.title))}[/]", highlight=False, soft_wrap=True)
+        last_hint = None
+        for f in section.findings:
+            mark = "[green]✓[/]" if f.ok else "[red]✗[/]"
+            console.print(f"  {mark} {escape(redact_text(f.text))}", highlight=False, soft_wrap=True)
+            if f.hint and f.hint != last_hint:  # the same advice twice in a row says nothing new
+                console.print(f"      hint: {escape(redact_text(f.hint))}", highlight=False, soft_wrap=True)
+            last_hint = f.hint
+    console.print()
+    if code == ExitCode.OK:
+        console.print("[green]✓[/] all checks passed", highlight=False)
     else:
-        codes.append(ExitCode.CONFIG)
-        console.print(
-            f"[red]✗[/] ledger {config.ledger}: directory {ledger_dir} is not writable", highlight=False
-        )
-    code = next((c for c in SEVERITY if c in codes), ExitCode.OK)
-    console.print(
-        "[green]all checks passed[/]" if code == ExitCode.OK else f"[red]check failed (exit {int(code)})[/]"
-    )
+        meaning = _EXIT_MEANING.get(code, code.name.lower())
+        console.print(f"[red]✗[/] check failed (exit {int(code)}: {meaning})", highlight=False)
     return int(code)
+
+
+async def check_config(config: Config) -> list[Section]:
+    """Check both APIs (concurrently) and the ledger; the findings in report order."""
+    so, bc = await asyncio.gather(
+        _side(f"SuperOffice  {config.superoffice.base_url}", lambda out: _check_superoffice(config, out)),
+        _side(
+            f"Business Central  {config.businesscentral.base_url}",
+            lambda out: _check_businesscentral(config, out),
+        ),
+    )
+    return [so, bc, _check_ledger(config)]
+
+
+async def _side(title: str, body: Callable[[list[Finding]], Awaitable[None]]) -> Section:
+    findings: list[Finding] = []
+    try:
+        await body(findings)
+    except _Failed as failed:
+        findings.append(failed.finding)
+    except ConfigError as exc:  # building the auth: an unreadable key, an empty user name...
+        findings.append(Finding(False, exc.message, exc.hint, ExitCode.CONFIG))
+    except SyncdError as exc:  # anything not diagnosed more precisely below
+        findings.append(Finding(False, exc.message, exc.hint, exc.exit_code))
+    return Section(title, findings)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+def _unreachable(what: str, exc: UnreachableError, hint: str) -> _Failed:
+    text = re.sub(r"; \d+ attempts?\)", ")", exc.message.removeprefix(what + ": "))
+    return _fail(f"{what}: {text}", hint, ExitCode.RETRYABLE)
+
+
+def _reason(message: str) -> str:
+    """``… (connection refused; 3 attempts)`` → ``connection refused``."""
+    m = re.search(r"\(([^()]*)\)\s*$", message)
+    return re.sub(r"; \d+ attempts?$", "", m.group(1)) if m else message
+
+
+def _detail(resp: Response) -> tuple[str | None, str]:
+    """(error code, first line of the message without BC's CorrelationId) of an error response."""
+    code, message = error_detail(resp.body)
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    first = re.sub(r"\s*CorrelationId:\s*[0-9a-fA-F-]+\.?\s*$", "", first).strip()
+    return code, first
+
+
+def _status_text(resp: Response) -> str:
+    code, message = _detail(resp)
+    return f"HTTP {resp.status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+
+
+def _www_authenticate_description(resp: Response) -> str | None:
+    header = resp.headers.get("WWW-Authenticate", "")
+    m = re.search(r'error_description="([^"]*)"', header)
+    return m.group(1) if m else None
+
+
+def _is_permission_problem(resp: Response) -> bool:
+    if resp.status == 403:
+        return True
+    _, message = _detail(resp)
+    return resp.status == 400 and any(w in message.lower() for w in _PERMISSION_WORDS)
+
+
+# -- SuperOffice -------------------------------------------------------------------------------------
+
+
+def so_state_url(base_url: str, tenant: str) -> str:
+    """Where the tenant status lives: ``https://online3.superoffice.com/Cust1/api/v1`` →
+    ``https://online.superoffice.com/api/state/Cust1`` (load-balanced hosts answer on the environment's
+    main host); elsewhere (sandbox, onsite) on the base URL's own host."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if host.endswith(".superoffice.com"):
+        env = host.split(".")[0].rstrip("0123456789")
+        return f"{parts.scheme}://{env}.superoffice.com/api/state/{tenant}"
+    return f"{parts.scheme}://{parts.netloc}/api/state/{tenant}"
+
+
+async def _check_superoffice(config: Config, out: list[Finding]) -> None:
+    cfg = config.superoffice
+    limits = _quick(cfg.limits)
+    tenant = cfg.context_identifier
+    online_tenant = bool(re.fullmatch(r"cust\d+", tenant, re.IGNORECASE))
+    async with new_session(connect_timeout=limits.connect_timeout) as session:
+        auth = superoffice_auth(cfg, attempts=1, timeout=limits.timeout)
+        api = ApiClient(api="superoffice", session=session, auth=auth, limits=limits)
+        if online_tenant:
+            await _so_tenant_state(session, cfg.base_url, tenant, limits, out)
+        if isinstance(auth, SuperOfficeSystemUserAuth):
+            await _so_system_user(session, auth, out)
+        kinds = list(dict.fromkeys(m.source for m in config.mappings))
+        for i, kind in enumerate(kinds):
+            await _so_read(api, cfg.base_url, kind, tenant, out, first=i == 0)
+
+
+async def _so_tenant_state(
+    session: aiohttp.ClientSession, base_url: str, tenant: str, limits: ApiLimits, out: list[Finding]
+) -> None:
+    """``GET /api/state/{tenant}`` (no auth): tells an unknown tenant and maintenance apart from the rest.
+    A state service that does not answer usefully proves nothing; the listing will tell."""
+    url = so_state_url(base_url, tenant)
+    same_host = _host(url) == _host(base_url)
+    try:
+        async with session.get(
+            url,
+            headers={"Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=limits.timeout, sock_connect=limits.connect_timeout),
+            allow_redirects=False,
+        ) as resp:
+            status = resp.status
+            body = await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        if same_host:
+            raise _fail(
+                f"{_host(base_url)} unreachable ({network_problem(exc, limits.timeout)})",
+                "check superoffice.base_url (host name, port, http/https) and that this machine can reach "
+                "it (proxy, firewall, DNS)",
+                ExitCode.RETRYABLE,
+            ) from None
+        return
+    if status == 404:
+        raise _tenant_not_found(tenant, f"the tenant status service at {_host(url)} does not know it")
+    if status != 200:
+        return
+    try:
+        state = Response(status, {}, body, url).json()
+    except ValueError:
+        return
+    if not isinstance(state, dict):
+        return
+    fields = {str(k).lower(): v for k, v in state.items()}
+    name = str(fields.get("state") or "")
+    running = fields.get("isrunning")
+    if running is False:
+        deleted = name.lower() == "deleted"
+        raise _fail(
+            f"tenant {tenant} is {name or 'not running'}: its API is not available",
+            "the tenant was deleted: check the CustNNNNN part of superoffice.base_url"
+            if deleted
+            else "SuperOffice maintenance (upgrades, Saturday 20:00 to Sunday 06:00, patches Thursday 22:00 "
+            "to Friday 06:00) or a suspended tenant; run again later or ask the tenant's administrator",
+            ExitCode.CONFIG if deleted else ExitCode.RETRYABLE,
+        )
+    if running is True:
+        out.append(Finding(True, f"tenant {tenant} is {name or 'running'}"))
+
+
+def _tenant_not_found(tenant: str, why: str) -> _Failed:
+    return _fail(
+        f"SuperOffice tenant {tenant!r} not found ({why})",
+        "check the CustNNNNN part of superoffice.base_url (https://online.superoffice.com/CustNNNNN/api/v1); "
+        "it is in the address bar after signing in to SuperOffice",
+        ExitCode.CONFIG,
+    )
+
+
+async def _so_system_user(
+    session: aiohttp.ClientSession, auth: SuperOfficeSystemUserAuth, out: list[Finding]
+) -> None:
+    what = "system user sign-in"
+    try:
+        await auth.headers(session)
+    except UnreachableError as exc:
+        raise _unreachable(
+            what,
+            exc,
+            f"check superoffice.auth.login_url ({auth.login_url}) and that this machine can reach it",
+        ) from None
+    except AuthError as exc:
+        raise _fail(f"{what} refused: {exc.message}", exc.hint, ExitCode.AUTH) from None
+    out.append(
+        Finding(
+            True, f"system user signed in (ticket for {auth.context_identifier} from {_host(auth.login_url)})"
+        )
+    )
+
+
+async def _so_read(
+    api: ApiClient,
+    base_url: str,
+    kind: str,
+    tenant: str,
+    out: list[Finding],
+    *,
+    first: bool,
+) -> None:
+    plural = _SO_PLURAL[kind]
+    what = f"read {plural}"
+    try:
+        resp = await api.request(
+            "GET",
+            f"{base_url}/{_SO_ENTITY[kind]}",
+            params={"$select": ID_COLUMN[kind], "$top": "1"},
+            allow=(401, 403, 404),
+            what=what,
+        )
+    except UnreachableError as exc:
+        raise _unreachable(
+            what,
+            exc,
+            "check superoffice.base_url (host name, port, http/https) and that this machine can reach it",
+        ) from None
+    except ApiError as exc:
+        raise _fail(f"{plural}: {exc.message.removeprefix(what + ': ')}", exc.hint, exc.exit_code) from None
+    if resp.status == 401:
+        raise _so_unauthorized(api.auth, _status_text(resp))
+    if resp.status == 403:
+        raise _fail(
+            f"{plural}: no rights to read {plural} ({_status_text(resp)})",
+            "the SuperOffice user syncd signs in as needs read rights on companies and persons "
+            "(role and data rights in SuperOffice Admin)",
+            ExitCode.AUTH,
+        )
+    if resp.status == 404:
+        code, message = _detail(resp)
+        if (code or "").lower() == "sotenantnotfoundexception" or "tenant" in message.lower():
+            raise _tenant_not_found(tenant, message or f"HTTP 404 from {_host(base_url)}")
+        raise _fail(
+            f"{plural}: {api.api} answered {_status_text(resp)}",
+            "superoffice.base_url must end in /api/v1: https://online.superoffice.com/CustNNNNN/api/v1 "
+            "(online) or https://server/SuperOffice/api/v1 (onsite)",
+            ExitCode.CONFIG,
+        )
+    via = f" (signed in with {api.auth.describe()})" if first else ""
+    out.append(Finding(True, f"{plural}: read one page{via}"))
+
+
+def _so_unauthorized(auth: Auth, status: str) -> _Failed:
+    if isinstance(auth, BasicAuth):
+        return _fail(
+            f"SuperOffice refused {auth.describe()} ({status})",
+            "check superoffice.auth.username and password (the SuperOffice user's own password; onsite "
+            "only: SuperOffice Online does not accept Basic, use type: system_user there)",
+            ExitCode.AUTH,
+        )
+    if isinstance(auth, SuperOfficeSystemUserAuth):
+        return _fail(
+            f"SuperOffice refused the system user's ticket ({status})",
+            "superoffice.auth.application_token must belong to the app the ticket was issued for, and "
+            "context_identifier must be the tenant in superoffice.base_url",
+            ExitCode.AUTH,
+        )
+    kind = "ticket" if isinstance(auth, SOTicketAuth) else "token"
+    return _fail(
+        f"SuperOffice refused the configured {kind} ({status})",
+        f"the {kind} has expired or belongs to another tenant: get a new one, or use type: system_user "
+        "(syncd then renews the ticket itself)",
+        ExitCode.AUTH,
+    )
+
+
+# -- Business Central --------------------------------------------------------------------------------
+
+
+def bc_location(base_url: str) -> tuple[str | None, str | None]:
+    """(tenant, environment) named in a BC online base URL; None where the URL does not name one
+    (``/v2.0/{environment}/api/…`` takes the tenant from the token; on-premises names neither)."""
+    segments = [s for s in urlsplit(base_url).path.split("/") if s]
+    if "api" not in segments:
+        return None, None
+    before = segments[: len(segments) - 1 - segments[::-1].index("api")]
+    if before[:1] == ["v2.0"] and len(before) == 3:
+        return before[1], before[2]
+    if before[:1] == ["v2.0"] and len(before) == 2:
+        return None, before[1]
+    if before[:1] == ["v1.0"] and len(before) == 2:
+        return before[1], "production"
+    return None, None
+
+
+async def _check_businesscentral(config: Config, out: list[Finding]) -> None:
+    cfg = config.businesscentral
+    limits = _quick(cfg.limits)
+    async with new_session(connect_timeout=limits.connect_timeout) as session:
+        auth = businesscentral_auth(cfg, attempts=1, timeout=limits.timeout)
+        api = ApiClient(api="businesscentral", session=session, auth=auth, limits=limits, burst=limits.burst)
+        if isinstance(auth, ClientCredentialsAuth):
+            await _bc_token(session, auth, out)
+        await _bc_companies(api, cfg.base_url, out)
+        target = BusinessCentralClient(api, cfg.base_url, cfg.company)
+        try:
+            company_id = await target.resolve_company()
+        except ConfigError as exc:
+            raise _fail(exc.message, exc.hint, ExitCode.CONFIG) from None
+        except UnreachableError as exc:
+            raise _unreachable(
+                "list companies", exc, "run the check again; the API answered a moment ago"
+            ) from None
+        out.append(Finding(True, f"company {cfg.company!r} (id {company_id})"))
+        problems: list[Finding] = []
+        for kind in dict.fromkeys(m.target for m in config.mappings):
+            finding = await _bc_read(api, cfg.base_url, company_id, kind)
+            (out if finding.ok else problems).append(finding)
+        if problems:  # every entity set is reported, the failures last
+            out.extend(problems[:-1])
+            raise _Failed(problems[-1])
+
+
+async def _bc_token(session: aiohttp.ClientSession, auth: ClientCredentialsAuth, out: list[Finding]) -> None:
+    try:
+        await auth.headers(session)
+    except UnreachableError as exc:
+        raise _fail(
+            f"token endpoint {_host(auth.token_url)} unreachable ({_reason(exc.message)})",
+            "check businesscentral.auth.token_url (default https://login.microsoftonline.com/<tenant_id>/oauth2/"
+            "v2.0/token) and that this machine can reach it (proxy, firewall, DNS)",
+            ExitCode.RETRYABLE,
+        ) from None
+    except AuthError as exc:
+        raise _fail(exc.message, exc.hint, ExitCode.AUTH) from None
+    out.append(
+        Finding(True, f"Entra ID issued a token (client {_short(auth.client_id)} at tenant {auth.tenant_id})")
+    )
+
+
+def _short(value: str, keep: int = 8) -> str:
+    return value if len(value) <= keep else value[:keep] + "…"
+
+
+async def _bc_companies(api: ApiClient, base_url: str, out: list[Finding]) -> None:
+    what = "list companies"
+    url_tenant, environment = bc_location(base_url)
+    try:
+        resp = await api.request("GET", f"{base_url}/companies", allow=(400, 401, 403, 404), what=what)
+    except UnreachableError as exc:
+        raise _unreachable(
+            f"Business Central {what}",
+            exc,
+            "check businesscentral.base_url (host, port, https) and that this machine can reach it",
+        ) from None
+    if resp.status == 401:
+        raise _bc_unauthorized(api.auth, resp, url_tenant)
+    if _is_permission_problem(resp):
+        raise _bc_no_permission(api.auth, "companies", resp)
+    if resp.status == 404:
+        _, message = _detail(resp)
+        if environment is not None and "environment" in message.lower():
+            raise _fail(
+                f"environment {environment!r} not found ({message})",
+                "the environment in businesscentral.base_url (…/v2.0/{tenant}/{environment}/api/v2.0) must "
+                "be one of the tenant's environments as the Business Central admin center lists them "
+                "(e.g. production, sandbox)",
+                ExitCode.CONFIG,
+            )
+        raise _fail(
+            f"Business Central answered {_status_text(resp)} for {_host(base_url)}",
+            "check businesscentral.base_url: https://api.businesscentral.dynamics.com/v2.0/{tenant}/"
+            "{environment}/api/v2.0 online, https://host:7048/{instance}/api/v2.0 on-premises",
+            ExitCode.CONFIG,
+        )
+    if resp.status == 400:
+        raise _fail(f"list companies: {_status_text(resp)}", None, ExitCode.CONFIG)
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    rows = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise _fail(
+            f"{_host(base_url)} does not answer like Business Central (no company list)",
+            "check businesscentral.base_url: it must be the API root ending in /api/v2.0",
+            ExitCode.CONFIG,
+        )
+    names = [str(c.get("name")) for c in rows if isinstance(c, dict)]
+    where = f"environment {environment}" if environment else _host(base_url)
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    out.append(Finding(True, f"{where}: {len(names)} compan{'y' if len(names) == 1 else 'ies'} ({shown})"))
+
+
+def _bc_unauthorized(auth: Auth, resp: Response, url_tenant: str | None) -> _Failed:
+    said = _www_authenticate_description(resp)
+    status = f"HTTP {resp.status}: {said}" if said else _status_text(resp)
+    if isinstance(auth, ClientCredentialsAuth):
+        if url_tenant is not None and url_tenant.lower() != auth.tenant_id.lower():
+            return _fail(
+                f"Business Central refused the token: it is for tenant {auth.tenant_id}, "
+                f"but businesscentral.base_url names tenant {url_tenant} ({status})",
+                "use the same tenant in businesscentral.base_url (…/v2.0/{tenant}/{environment}/api/v2.0) "
+                "and in businesscentral.auth.tenant_id",
+                ExitCode.AUTH,
+            )
+        return _fail(
+            f"Business Central refused the token Entra ID issued ({status})",
+            f'in Business Central open "Microsoft Entra applications": client {auth.client_id} must be '
+            "listed there with State = Enabled (a missing or disabled app is refused); also check that the "
+            "app registration has the Dynamics 365 Business Central application permission "
+            "API.ReadWrite.All with admin consent",
+            ExitCode.AUTH,
+        )
+    if isinstance(auth, BasicAuth):
+        return _fail(
+            f"Business Central refused {auth.describe()} ({status})",
+            "check businesscentral.auth.username and password: on-premises the password is the user's Web "
+            "Service Access Key; Business Central online accepts no keys (use type: client_credentials)",
+            ExitCode.AUTH,
+        )
+    assert isinstance(auth, BearerAuth)
+    return _fail(
+        f"Business Central refused the configured bearer token ({status})",
+        "the token has expired or is for another tenant: use type: client_credentials so that syncd gets "
+        "and renews tokens itself",
+        ExitCode.AUTH,
+    )
+
+
+def _bc_no_permission(auth: Auth, what: str, resp: Response) -> _Failed:
+    who = (
+        f'in Business Central open "Microsoft Entra applications", select client {auth.client_id}'
+        if isinstance(auth, ClientCredentialsAuth)
+        else "in Business Central give the user"
+    )
+    return _fail(
+        f"{what}: no permission to read {what} ({_status_text(resp)})",
+        f"{who} and add a permission set that may read and modify customers, vendors, employees and items "
+        "with their pictures (for example D365 BUS FULL ACCESS; SUPER cannot be given to apps)",
+        ExitCode.AUTH,
+    )
+
+
+async def _bc_read(api: ApiClient, base_url: str, company_id: str, kind: str) -> Finding:
+    what = f"read {kind}"
+    try:
+        resp = await api.request(
+            "GET",
+            f"{base_url}/companies({company_id})/{kind}",
+            params={"$top": "1", "$expand": "picture"},
+            allow=(400, 401, 403, 404),
+            what=what,
+        )
+    except UnreachableError as exc:
+        return _unreachable(what, exc, "run the check again; the API answered a moment ago").finding
+    if resp.status == 200:
+        return Finding(True, f"{kind}: read one page with pictures")
+    if _is_permission_problem(resp):
+        return _bc_no_permission(api.auth, kind, resp).finding
+    if resp.status == 401:
+        return _bc_unauthorized(api.auth, resp, None).finding
+    if resp.status == 404:
+        return Finding(
+            False,
+            f"{kind}: {_status_text(resp)}",
+            "this API version may not offer it: use an /api/v2.0 base_url",
+            ExitCode.CONFIG,
+        )
+    return Finding(False, f"{kind}: {_status_text(resp)}", None, ExitCode.CONFIG)
+
+
+# -- ledger ------------------------------------------------------------------------------------------
+
+
+def _check_ledger(config: Config) -> Section:
+    path = Path(config.ledger)
+    directory = path.parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if path.exists():
+        ok = os.access(path, os.R_OK | os.W_OK) and os.access(directory, os.W_OK)
+        text = f"{path}: writable" if ok else f"{path}: not writable by this user"
+    else:
+        ok = os.access(existing, os.W_OK)
+        text = f"{path}: will be created" if ok else f"{path}: cannot be created ({existing} is not writable)"
+    hint = (
+        None
+        if ok
+        else "set ledger: to a path this user may write (its directory too: SQLite adds -wal files)"
+    )
+    return Section("Ledger", [Finding(ok, text, hint, ExitCode.OK if ok else ExitCode.CONFIG)])
