@@ -46,9 +46,16 @@ def bc_pictures(sb: Sandbox) -> dict[tuple[str, str], str | None]:
     return out
 
 
+@pytest.fixture
+async def big_sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox(seed=11, contacts=200, persons=200) as sb:
+        yield sb
+
+
 async def test_first_run_mirrors_every_matched_picture_upright_small_and_clean(
-    sandbox: Sandbox, tmp_path: Path
+    big_sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    sandbox = big_sandbox
     before = bc_pictures(sandbox)
     cfg = write_config(sandbox, tmp_path)
     result = await syncd("run", "--once", "--json", "-c", str(cfg))
