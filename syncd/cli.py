@@ -218,6 +218,15 @@ async def status_data(ledger: Any, path: str) -> dict[str, Any]:
     }
 
 
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 1)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def _run_json(r: Any) -> dict[str, Any]:
     counts = r.counts if isinstance(r.counts, dict) else json.loads(r.counts or "{}")
     return {
@@ -229,6 +238,7 @@ def _run_json(r: Any) -> dict[str, Any]:
         "outcome": r.outcome,
         "error": r.error,
         "counts": counts,
+        "seconds": _seconds_between(r.started_at, r.finished_at),
     }
 
 

@@ -41,6 +41,7 @@ async def _demo(console: Console) -> int:
         # The sandbox's SuperOffice side is not rate-limited; Business Central keeps its real ceiling.
         cfg["superoffice"]["limits"] = {"requests_per_second": 200, "concurrency": 16}
         config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        config_path.chmod(0o600)  # it holds the sandbox's (public, fake) secrets literally
         console.rule("[bold]syncd demo")
         console.print(f"SuperOffice sandbox:      {sandbox.so_url}")
         console.print(f"Business Central sandbox: {sandbox.bc_url}")

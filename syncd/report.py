@@ -170,34 +170,21 @@ def _entry(e: Any) -> dict[str, str]:
 
 
 def print_status(console: Console, status: dict[str, Any]) -> None:
-    table = Table(title="syncd — last runs", title_justify="left")
-    for col in (
-        "mapping",
-        "started",
-        "mode",
-        "outcome",
-        "written",
-        "unchanged",
-        "failed",
-        "unmatched",
-        "ambiguous",
-        "seconds",
-    ):
-        table.add_column(col)
-    for run in status["runs"]:
-        c = run.get("counts", {})
-        table.add_row(
-            run["mapping"],
-            run["started_at"] or "",
-            run["mode"],
-            run["outcome"] or "running",
-            str(c.get("written", 0)),
-            str(c.get("unchanged", 0)),
-            str(c.get("failed", 0)),
-            str(c.get("unmatched", 0)),
-            str(c.get("ambiguous", 0)),
-            str(run.get("seconds", "")),
-        )
+    runs = status["runs"]
+    table = Table(title="syncd — last run of each mapping", title_justify="left")
+    table.add_column("")
+    for run in runs:
+        table.add_column(run["mapping"], justify="right")
+
+    def cell(run: dict[str, Any], key: str) -> str:
+        return str(run.get("counts", {}).get(key, 0))
+
+    table.add_row("started (UTC)", *[(run["started_at"] or "")[:19].replace("T", " ") for run in runs])
+    table.add_row("mode", *[run["mode"] for run in runs])
+    table.add_row("outcome", *[run["outcome"] or "running" for run in runs])
+    for key in ("written", "unchanged", "blank", "cleared", "kept", "unmatched", "ambiguous", "failed"):
+        table.add_row(key, *[cell(run, key) for run in runs])
+    table.add_row("seconds", *[str(run.get("seconds") or "") for run in runs])
     console.print(table)
     console.print(f"ledger: {status['ledger']} — {status['items']} items")
     issues = status["issues"]
