@@ -87,7 +87,27 @@ def new_session(*, connect_timeout: float = 15.0, limit: int = 100) -> aiohttp.C
         headers={"User-Agent": USER_AGENT},
         raise_for_status=False,
         auto_decompress=True,
+        trace_configs=[_gate_trace()],
     )
+
+
+def _gate_trace() -> aiohttp.TraceConfig:
+    """Checks the Retry-After gate once more when a request has its connection, right before it is written.
+
+    ``ApiClient.request`` waits for the gate before queueing, but opening a connection takes a while; a
+    Retry-After that another worker read meanwhile must hold this request too. The request passes its
+    gate check as ``trace_request_ctx``.
+    """
+
+    async def wait(session: aiohttp.ClientSession, ctx: Any, params: object) -> None:
+        check = getattr(ctx, "trace_request_ctx", None)
+        if callable(check):
+            await check()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(wait)
+    trace.on_connection_reuseconn.append(wait)
+    return trace
 
 
 def parse_retry_after(value: str | None, *, now_wall: float) -> float | None:
@@ -323,7 +343,14 @@ class ApiClient:
         timeout = aiohttp.ClientTimeout(total=self.limits.timeout, sock_connect=self.limits.connect_timeout)
         self.requests_sent += 1
         async with self.session.request(
-            method, url, params=params, headers=headers, data=data, timeout=timeout, allow_redirects=False
+            method,
+            url,
+            params=params,
+            headers=headers,
+            data=data,
+            timeout=timeout,
+            allow_redirects=False,
+            trace_request_ctx=self._wait_gate,  # see _gate_trace
         ) as resp:
             if max_bytes is not None and (resp.content_length or 0) > max_bytes:
                 raise _TooLarge(max_bytes)
