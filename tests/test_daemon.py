@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,20 @@ async def slow_writes_after_listing(sb: Sandbox, latency_ms: float) -> None:
         "the Business Central listing",
     )
     sb.bc.fault_state.set(Faults(latency_ms=latency_ms))
+
+
+def arrivals(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Route templates of BC requests as they ARRIVE (the request log only has finished ones): the
+    sandbox draws its fault for every request on arrival, before any latency, so we listen there."""
+    seen: list[str] = []
+    draw = sb.bc.fault_state.draw
+
+    def spy(route: str) -> str | None:
+        seen.append(route)
+        return draw(route)
+
+    monkeypatch.setattr(sb.bc.fault_state, "draw", spy)
+    return seen
 
 
 def overrides(**extra: Any) -> dict[str, Any]:
@@ -349,7 +364,7 @@ async def test_sighup_with_a_broken_config_keeps_the_old_one_running(
 async def test_sigterm_mid_run_exits_0_and_the_next_run_redoes_nothing_committed(
     make_sandbox: Any, write_config: WriteConfig, systemd: FakeSystemd, spawn: Any, tmp_path: Path
 ) -> None:
-    sb: Sandbox = await make_sandbox(contacts=30, persons=5)
+    sb: Sandbox = await make_sandbox(contacts=24, persons=5)
     cfg = write_config(sb, **overrides(**CUSTOMERS_ONLY))
     daemon = await spawn(cfg, {"NOTIFY_SOCKET": systemd.path})
     await slow_writes_after_listing(sb, 250)  # so that the stop comes mid-run
@@ -383,19 +398,20 @@ async def test_sigterm_mid_run_exits_0_and_the_next_run_redoes_nothing_committed
 
 @pytest.mark.slow
 async def test_a_second_sigint_exits_at_once_with_a_consistent_ledger(
-    make_sandbox: Any, write_config: WriteConfig, spawn: Any, tmp_path: Path
+    make_sandbox: Any, write_config: WriteConfig, spawn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb: Sandbox = await make_sandbox(contacts=20, persons=5)
+    arrived = arrivals(sb, monkeypatch)
     cfg = write_config(sb, **overrides(**CUSTOMERS_ONLY))
     daemon = await spawn(cfg)
-    await slow_writes_after_listing(sb, 4000)  # the PATCHes hang
-    await asyncio.sleep(0.5)
+    await slow_writes_after_listing(sb, 2500)  # the PATCHes hang
+    await eventually(lambda: any(PATCH_ROUTE in r for r in arrived), 20, "a PATCH on the wire")
     daemon.signal(signal.SIGINT)
     await daemon.wait_log("stopping")
     started = time.monotonic()
     daemon.signal(signal.SIGINT)
     assert await daemon.wait(timeout=10) == 130
-    assert time.monotonic() - started < 3  # neither the PATCHes' 4 s nor the 20 s shutdown_timeout
+    assert time.monotonic() - started < 2  # neither the PATCHes' 2.5 s nor the 20 s shutdown_timeout
     async with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
         assert await ledger.integrity_check() == "ok"
         # reopening marked the run the killed process left behind
@@ -469,16 +485,21 @@ async def test_readyz_is_503_with_a_reason_until_started_while_healthz_is_200(
 
 
 async def test_stop_abandons_items_still_in_flight_after_shutdown_timeout(
-    make_sandbox: Any, write_config: WriteConfig, in_process: Any, tmp_path: Path
+    make_sandbox: Any,
+    write_config: WriteConfig,
+    in_process: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sb: Sandbox = await make_sandbox(contacts=12, persons=5)
+    arrived = arrivals(sb, monkeypatch)
     d = in_process(write_config(sb, shutdown_timeout="0.3s", **overrides(**CUSTOMERS_ONLY)))
     await d.ready()
-    await slow_writes_after_listing(sb, 3000)  # each write takes 3 s
-    await asyncio.sleep(0.7)  # the first PATCHes are on the wire
+    await slow_writes_after_listing(sb, 2000)  # each write takes 2 s
+    await eventually(lambda: any(PATCH_ROUTE in r for r in arrived), 20, "a PATCH on the wire")
     started = time.monotonic()
     assert await d.stop() == 0
-    assert time.monotonic() - started < 2.5, "waited for the writes instead of abandoning them"
+    assert time.monotonic() - started < 1.5, "waited for the writes instead of abandoning them"
     async with Ledger.open(tmp_path / "ledger.sqlite", readonly=True) as ledger:
         assert await ledger.integrity_check() == "ok"
         run = (await ledger.last_runs("customers"))[0]
@@ -553,4 +574,61 @@ async def test_metrics_counters_agree_with_the_sandboxs_own_counts(
     assert value("syncd_run_duration_seconds_count", mapping="customers", mode="incremental") == 1
     assert value("syncd_normalize_duration_seconds_count") >= written
     assert total("syncd_runs_total", mapping="staff") == 1
+    assert await d.stop() == 0
+
+
+async def test_reload_with_a_changed_interval_replaces_the_job(
+    make_sandbox: Any, write_config: WriteConfig, in_process: Any
+) -> None:
+    sb: Sandbox = await make_sandbox(contacts=5, persons=5)
+    cfg = write_config(sb, **overrides(schedule={"interval": "1h"}, **CUSTOMERS_ONLY))
+    d = in_process(cfg)
+    await d.ready()
+    await eventually(lambda: "customers" in d.daemon.last_outcomes(), 10, "the first run")
+    hourly = d.daemon.next_runs("customers")["incremental"]
+    assert hourly is not None and (hourly - datetime.now(UTC)).total_seconds() > 3000
+
+    write_config(sb, **overrides(schedule={"interval": "1s"}, **CUSTOMERS_ONLY))
+    d.daemon.request_reload()
+    await eventually(lambda: d.daemon.reloads == 1, 10, "the reload")
+    nxt = d.daemon.next_runs("customers")["incremental"]
+    assert nxt is not None and (nxt - datetime.now(UTC)).total_seconds() < 2
+    listings = sb.bc.log.count(method="GET", route_contains="/{entity_set}")
+    await eventually(
+        lambda: sb.bc.log.count(method="GET", route_contains="/{entity_set}") >= listings + 2,
+        10,
+        "runs every second",
+    )
+    assert await d.stop() == 0
+
+
+async def test_reload_whose_credentials_fail_is_rejected_and_the_old_config_keeps_working(
+    make_sandbox: Any, write_config: WriteConfig, in_process: Any
+) -> None:
+    sb: Sandbox = await make_sandbox(contacts=5, persons=5)
+    cfg = write_config(sb, **overrides(schedule={"interval": "1s"}, **CUSTOMERS_ONLY))
+    with structlog.testing.capture_logs() as logs:
+        d = in_process(cfg)
+        await d.ready()
+        write_config(
+            sb,
+            **overrides(
+                schedule={"interval": "1s"},
+                businesscentral={"auth": {"client_secret": "nope"}},
+                **CUSTOMERS_ONLY,
+            ),
+        )
+        d.daemon.request_reload()
+        await eventually(lambda: d.daemon.reloads == 1, 10, "the reload")
+        rejected = [e for e in logs if e["event"] == "reload rejected; the running config stays in effect"]
+        assert rejected and "does not work" in rejected[0]["error"]
+        assert "nope" not in str(logs)
+        mark = sb.bc.log.count(method="GET", route_contains="/{entity_set}")
+        await eventually(
+            lambda: sb.bc.log.count(method="GET", route_contains="/{entity_set}") > mark,
+            10,
+            "the old config still syncing",
+        )
+        readiness = await d.daemon.readiness()
+        assert readiness.ready, readiness.reason
     assert await d.stop() == 0

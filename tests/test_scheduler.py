@@ -165,17 +165,17 @@ async def test_slow_run_never_overlaps_itself_and_missed_ticks_collapse() -> Non
     sched.apply(make_config(interval="1s"))
     sched.start()
     try:
-        await wait_for(lambda: len(runner.runs) >= 2, timeout=12)
+        await wait_for(lambda: len(runner.runs) >= 1, timeout=12)
         runner.duration = 0.0  # now fast: a backlog of missed ticks would show as a burst of runs
-        await wait_for(lambda: len(runner.runs) >= 5, timeout=12)
+        await wait_for(lambda: len(runner.runs) >= 3, timeout=12)
     finally:
         await sched.stop(5)
     runs = runner.runs
     for before, after in itertools.pairwise(runs):
         assert after[2] >= before[3], "a run started before the previous one ended"
-    starts = [r[2] for r in runs[2:]]  # the fast runs after the slow ones
+    starts = [r[2] for r in runs[1:]]  # the fast runs after the slow one
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(g > 0.5 for g in gaps), f"catch-up burst instead of one run per tick: {gaps}"
+    assert gaps and all(g > 0.5 for g in gaps), f"catch-up burst instead of one run per tick: {gaps}"
 
 
 async def test_full_reconcile_waits_for_the_run_in_progress() -> None:
@@ -289,10 +289,11 @@ async def test_daemon_runs_of_one_mapping_never_overlap_and_a_slow_run_swallows_
     task = asyncio.create_task(daemon.run())
 
     async def runs() -> list[tuple[datetime, datetime | None]]:
-        if not ledger_path.exists():
+        try:
+            async with Ledger.open(ledger_path, readonly=True) as ledger:
+                rows = await ledger.last_runs("customers", limit=100)
+        except ConfigError:  # not created, or not migrated yet
             return []
-        async with Ledger.open(ledger_path, readonly=True) as ledger:
-            rows = await ledger.last_runs("customers", limit=100)
         return [
             (
                 datetime.fromisoformat(r.started_at),
