@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from rich.console import Console
+from rich.markup import escape
 
 from syncd import __version__
 from syncd.config import Config, literal_secret_warning, load_config
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        stderr.print(f"[red]error:[/] {exc.message}", highlight=False, markup=False)
+        stderr.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
             stderr.print(f"hint: {exc.hint}", highlight=False)
         return int(ExitCode.CONFIG)
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ledger":
             return asyncio.run(_ledger(config, args))
     except SyncdError as exc:
-        stderr.print(f"[red]error:[/] {exc.message}", highlight=False, markup=False)
+        stderr.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
             stderr.print(f"hint: {exc.hint}", highlight=False, markup=False)
         return int(exc.exit_code)
