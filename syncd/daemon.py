@@ -475,7 +475,7 @@ class Daemon:
         try:
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
-                self.scheduler_check(config)
+                self._check_schedule(config)
             except ConfigError as exc:
                 self._reject(exc.message, exc.hint)
                 return
@@ -504,7 +504,7 @@ class Daemon:
             if self._state == "reloading":
                 self._state = "ready"
 
-    def scheduler_check(self, config: Config) -> None:
+    def _check_schedule(self, config: Config) -> None:
         """Raise :class:`ConfigError` when ``config``'s schedule cannot be planned (nothing changes)."""
         plan_jobs(config, self.scheduler.timezone)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -527,6 +528,28 @@ def _image_type(data: bytes) -> str:
 SOURCE_KEY: web.AppKey[StatusSource] = web.AppKey("source")
 
 
+class ThumbCache:
+    """The thumbnails the last page render read from the ledger, so that the browser's image requests
+    that follow do not each read the recent changes again. Bounded; a miss falls back to the ledger."""
+
+    def __init__(self, size: int = 4 * RECENT_SHOWN) -> None:
+        self.size = size
+        self._items: OrderedDict[int, RecentChange] = OrderedDict()
+
+    def put(self, changes: Sequence[RecentChange]) -> None:
+        for c in changes:
+            self._items[c.id] = c
+            self._items.move_to_end(c.id)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def get(self, change_id: int) -> RecentChange | None:
+        return self._items.get(change_id)
+
+
+THUMBS_KEY: web.AppKey[ThumbCache] = web.AppKey("thumbs")
+
+
 @web.middleware
 async def _headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -558,6 +581,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _page(request: web.Request) -> web.Response:
     data = await gather_page(request.app[SOURCE_KEY])
+    request.app[THUMBS_KEY].put(data.recent)
     return web.Response(text=render_status_page(data), content_type="text/html", charset="utf-8")
 
 
@@ -575,12 +599,13 @@ def _dumps(value: Any) -> str:
 async def _thumbnail(request: web.Request) -> web.Response:
     side = request.match_info["side"]
     change_id = int(request.match_info["id"])
+    change = request.app[THUMBS_KEY].get(change_id)
     ledger = request.app[SOURCE_KEY].ledger
-    if ledger is None:
-        raise web.HTTPNotFound(text="no ledger\n")
-    # The table holds at most a few dozen rows per mapping; no lookup by id is needed.
-    changes = await ledger.recent_changes(limit=100_000)
-    change = next((c for c in changes if c.id == change_id), None)
+    if change is None and ledger is not None:
+        # The table keeps a few dozen rows per mapping (ledger.KEEP_RECENT): a scan is cheap enough.
+        changes = await ledger.recent_changes(limit=100_000)
+        request.app[THUMBS_KEY].put(changes[:RECENT_SHOWN])
+        change = next((c for c in changes if c.id == change_id), None)
     data = _thumb(change, side) if change is not None else None
     if not data:
         raise web.HTTPNotFound(text="no such thumbnail (it may have been pruned)\n")
@@ -593,6 +618,7 @@ def make_app(source: StatusSource) -> web.Application:
     """The aiohttp application serving every route above for ``source``."""
     app = web.Application(middlewares=[_headers])
     app[SOURCE_KEY] = source
+    app[THUMBS_KEY] = ThumbCache()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

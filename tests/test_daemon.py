@@ -37,6 +37,7 @@ from syncd.notify import Notifier
 from syncd.runtime import open_runtime
 from syncd.sandbox.common import Faults
 from syncd.sandbox.server import Sandbox
+from syncd.types import Outcome
 
 PATCH_ROUTE = "/picture/{stream}"
 CUSTOMERS_ONLY = {
@@ -393,7 +394,7 @@ async def test_sigterm_mid_run_exits_0_and_the_next_run_redoes_nothing_committed
     second_run = {e.path for e in sb.bc.log.entries[mark:] if e.method == "PATCH"}
     assert second_run, "the stop came mid-run: some pictures were left for the next run"
     assert not first_run & second_run, "the next run wrote a picture again that was already committed"
-    assert outcome.result.counts.by_outcome["unchanged"] >= len(first_run)
+    assert outcome.result.counts.by_outcome[Outcome.UNCHANGED] >= len(first_run)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +24,7 @@ from syncd.metrics import Metrics
 from syncd.types import Outcome
 from syncd.web import Check, Readiness, make_app
 
+Client = TestClient[web.Request, web.Application]
 EVIL = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 SO_PASSWORD = "so-password-never-shown"
 BC_SECRET = "bc-secret-never-shown"
@@ -147,13 +149,13 @@ async def source(ledger: Ledger, tmp_path: Path) -> FakeSource:
 
 
 @pytest.fixture
-async def client(source: FakeSource) -> AsyncIterator[TestClient[object, object]]:
-    async with TestClient(TestServer(make_app(source))) as c:  # type: ignore[arg-type]
+async def client(source: FakeSource) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(make_app(source))) as c:
         yield c
 
 
 async def test_status_page_shows_mappings_last_runs_issues_and_recent_changes(
-    client: TestClient[object, object], ledger: Ledger
+    client: Client, ledger: Ledger
 ) -> None:
     resp = await client.get("/")
     assert resp.status == 200
@@ -173,7 +175,7 @@ async def test_status_page_shows_mappings_last_runs_issues_and_recent_changes(
     assert 'id="ambiguous"' in page and "C 00003" in page
 
 
-async def test_everything_from_the_ledger_is_escaped(client: TestClient[object, object]) -> None:
+async def test_everything_from_the_ledger_is_escaped(client: Client) -> None:
     page = await (await client.get("/")).text()
     assert "<script" not in page
     assert "<img src=x" not in page
@@ -183,7 +185,7 @@ async def test_everything_from_the_ledger_is_escaped(client: TestClient[object, 
     assert "&lt;c00003&gt;" in page
 
 
-async def test_the_page_forbids_scripts_and_foreign_content(client: TestClient[object, object]) -> None:
+async def test_the_page_forbids_scripts_and_foreign_content(client: Client) -> None:
     resp = await client.get("/")
     csp = resp.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "img-src 'self'" in csp and "script-src" not in csp
@@ -192,14 +194,14 @@ async def test_the_page_forbids_scripts_and_foreign_content(client: TestClient[o
     assert "http://" not in page.split("<footer>")[0] and "https://" not in page  # no external assets
 
 
-async def test_config_secrets_never_appear(client: TestClient[object, object]) -> None:
+async def test_config_secrets_never_appear(client: Client) -> None:
     for path in ("/", "/status.json", "/readyz", "/metrics"):
         body = await (await client.get(path)).text()
         assert SO_PASSWORD not in body and BC_SECRET not in body, path
 
 
 async def test_thumbnails_are_served_as_images_and_unknown_ones_are_404(
-    client: TestClient[object, object], ledger: Ledger
+    client: Client, ledger: Ledger
 ) -> None:
     change = (await ledger.recent_changes())[0]
     resp = await client.get(f"/thumb/{change.id}/source")
@@ -211,9 +213,7 @@ async def test_thumbnails_are_served_as_images_and_unknown_ones_are_404(
     assert (await client.get(f"/thumb/{change.id}/config")).status == 404
 
 
-async def test_status_json_agrees_with_syncd_status(
-    client: TestClient[object, object], ledger: Ledger
-) -> None:
+async def test_status_json_agrees_with_syncd_status(client: Client, ledger: Ledger) -> None:
     data = await (await client.get("/status.json")).json()
     expected = json.loads(json.dumps(await status_data(ledger, str(ledger.path)), default=str))
     for key in ("ledger", "items", "runs", "history", "issues"):
@@ -232,18 +232,14 @@ async def test_status_json_agrees_with_syncd_status(
     }
 
 
-async def test_a_running_mapping_is_shown_as_running(
-    client: TestClient[object, object], source: FakeSource
-) -> None:
+async def test_a_running_mapping_is_shown_as_running(client: Client, source: FakeSource) -> None:
     source.busy["staff"] = "full"
     page = await (await client.get("/")).text()
     staff_row = page.split('data-mapping="staff"')[1].split("</tr>")[0]
     assert "running (full)" in staff_row
 
 
-async def test_healthz_is_200_and_readyz_is_503_with_the_reason(
-    client: TestClient[object, object], source: FakeSource
-) -> None:
+async def test_healthz_is_200_and_readyz_is_503_with_the_reason(client: Client, source: FakeSource) -> None:
     assert (await client.get("/healthz")).status == 200
     source.checks = {
         "config": Check(True, "loaded"),
@@ -260,7 +256,7 @@ async def test_healthz_is_200_and_readyz_is_503_with_the_reason(
 
 
 async def test_metrics_endpoint_is_prometheus_text_with_fed_values(
-    client: TestClient[object, object], source: FakeSource
+    client: Client, source: FakeSource
 ) -> None:
     m = source.metrics
     assert m is not None
@@ -313,8 +309,23 @@ async def test_two_daemons_in_one_process_do_not_share_counters() -> None:
 
 async def test_page_without_a_ledger_yet_says_never_run(tmp_path: Path) -> None:
     src = FakeSource(make_config(tmp_path / "none.sqlite"), None, checks={"ledger": Check(False, "not open")})
-    async with TestClient(TestServer(make_app(src))) as c:  # type: ignore[arg-type]
+    async with TestClient(TestServer(make_app(src))) as c:
         page = await (await c.get("/")).text()
         assert "never run" in page and "not ready" in page and "No pictures written yet." in page
         assert (await c.get("/thumb/1/source")).status == 404
         assert (await c.get("/readyz")).status == 503
+
+
+async def test_thumbnails_after_a_page_view_do_not_read_the_ledger_again(
+    client: Client, ledger: Ledger
+) -> None:
+    import re
+
+    page = await (await client.get("/")).text()
+    urls = re.findall(r'src="(/thumb/\d+/(?:source|output))"', page)
+    assert len(urls) == 4
+    before = ledger.queries
+    for url in urls:
+        resp = await client.get(url)
+        assert resp.status == 200 and (await resp.read())[:3] == b"\xff\xd8\xff"
+    assert ledger.queries == before
