@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from syncd.errors import ApiError, ConfigError, NotFoundError
 from syncd.http import ApiClient, Response
 from syncd.types import TargetKind, TargetPicture, TargetRow
 
+_ROW_ATTRIBUTES = frozenset({"id", "number", "displayName"})  # TargetRow attributes, not kept in fields
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -87,6 +89,7 @@ class BusinessCentralClient:
         """Every record of ``kind`` with its picture, one page at a time."""
         await self.resolve_company()
         select = list(dict.fromkeys(["id", "number", "displayName", *fields]))
+        extra = tuple(f for f in select if f not in _ROW_ATTRIBUTES)
         url: str | None = self._entity_url(kind)
         params: dict[str, str] | None = {"$select": ",".join(select), "$expand": "picture"}
         headers = {"Prefer": f"odata.maxpagesize={self.page_size}", "Accept": "application/json"}
@@ -97,11 +100,13 @@ class BusinessCentralClient:
                 raise ApiError(f"list {kind}: unexpected reply (no 'value' list)", status=resp.status)
             for raw in data["value"]:
                 if isinstance(raw, dict) and raw.get("id"):
-                    yield self._row(kind, raw)
+                    yield self._row(kind, raw, extra)
             url = data.get("@odata.nextLink")
             params = None  # the next link carries every query option; follow it unchanged
 
-    def _row(self, kind: TargetKind, raw: dict[str, Any]) -> TargetRow:
+    def _row(self, kind: TargetKind, raw: dict[str, Any], extra: Sequence[str] = ()) -> TargetRow:
+        """A listed record, slim: the engine holds one per record for the whole run, so ``fields`` keeps
+        only the ``extra`` fields asked for (id, number and displayName are attributes already)."""
         pic_raw = raw.get("picture")
         if isinstance(pic_raw, dict) and isinstance(pic_raw.get("value"), list):
             pic_raw = pic_raw["value"]
@@ -113,18 +118,20 @@ class BusinessCentralClient:
             id=str(raw["id"]),
             number=str(raw.get("number") or ""),
             display_name=str(raw.get("displayName") or ""),
-            fields={k: v for k, v in raw.items() if k != "picture"},
+            fields={k: raw[k] for k in extra if k in raw},
             picture=picture,
         )
 
     def _picture(self, kind: TargetKind, record_id: str, raw: dict[str, Any]) -> TargetPicture:
         edit = raw.get(f"{self._stream}@odata.mediaEditLink") or raw.get("pictureContent@odata.mediaEditLink")
         edit = edit or raw.get("content@odata.mediaEditLink")
+        if edit and self.company_id and edit == self._built_media_link(kind, record_id):
+            edit = None  # the link media_link() builds anyway: not kept once per record (~230 bytes)
         return TargetPicture(
             etag=raw.get("@odata.etag"),
             width=int(raw.get("width") or 0),
             height=int(raw.get("height") or 0),
-            content_type=str(raw.get("contentType") or ""),
+            content_type=sys.intern(str(raw.get("contentType") or "")),
             edit_link=str(edit) if edit else None,
         )
 
@@ -132,6 +139,9 @@ class BusinessCentralClient:
         """The link to PATCH/GET the picture stream: as returned by the API, else built."""
         if picture is not None and picture.edit_link:
             return picture.edit_link
+        return self._built_media_link(kind, record_id)
+
+    def _built_media_link(self, kind: TargetKind, record_id: str) -> str:
         if self.v2:
             return f"{self._entity_url(kind, record_id)}/picture/pictureContent"
         return f"{self._entity_url(kind, record_id)}/picture({record_id})/content"

@@ -47,6 +47,7 @@ class SuperOfficeClient:
         """
         id_col, updated_col = ID_COLUMN[kind], UPDATED_COLUMN[kind]
         wanted = list(dict.fromkeys([id_col, *columns, updated_col]))
+        keep = frozenset(c.casefold() for c in columns)
         skip = 0
         next_link: str | None = None
         seen: set[int] = set()
@@ -70,7 +71,7 @@ class SuperOfficeClient:
             if not isinstance(rows, list):
                 raise ApiError(f"list {kind}s: unexpected reply (no 'value' list)", status=resp.status)
             for raw in rows:
-                row = _source_row(kind, raw, id_col, updated_col)
+                row = _source_row(kind, raw, id_col, updated_col, keep)
                 if row is not None and row.id not in seen:  # rows shifting between pages: dedupe
                     seen.add(row.id)
                     yield row
@@ -149,7 +150,11 @@ def _decode_json_image(body: bytes, what: str) -> bytes | None:
         raise ApiError(f"{what} picture: JSON reply is not valid base64", status=200) from None
 
 
-def _source_row(kind: SourceKind, raw: Any, id_col: str, updated_col: str) -> SourceRow | None:
+def _source_row(
+    kind: SourceKind, raw: Any, id_col: str, updated_col: str, keep: frozenset[str] | None = None
+) -> SourceRow | None:
+    """A listed row; ``columns`` holds the ``keep`` columns (casefolded names; None: all of them) — the
+    engine holds one row per record for the whole run, so id and updated date are attributes only."""
     if not isinstance(raw, dict):
         return None
     key = raw.get("PrimaryKey", raw.get(id_col))
@@ -157,8 +162,12 @@ def _source_row(kind: SourceKind, raw: Any, id_col: str, updated_col: str) -> So
         entity_id = int(str(key).strip())
     except ValueError:
         return None
-    columns = {k: _display(v) for k, v in raw.items() if k not in ("PrimaryKey", "EntityName")}
-    updated = columns.get(updated_col) or None
+    columns = {
+        k: _display(v)
+        for k, v in raw.items()
+        if k not in ("PrimaryKey", "EntityName") and (keep is None or k.casefold() in keep)
+    }
+    updated = _display(raw.get(updated_col)) or None
     return SourceRow(kind=kind, id=entity_id, columns=columns, updated=updated)
 
 
