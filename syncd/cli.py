@@ -205,7 +205,7 @@ async def _status(config: Config, as_json: bool) -> int:
 
 async def status_data(ledger: Any, path: str) -> dict[str, Any]:
     """What `syncd status` and the status page show; JSON-able."""
-    runs = await ledger.last_runs(limit=20)
+    runs = await ledger.last_runs(limit=500)  # enough to hold the latest run of every mapping
     latest: dict[str, Any] = {}
     for r in runs:
         latest.setdefault(r.mapping, r)
@@ -214,7 +214,7 @@ async def status_data(ledger: Any, path: str) -> dict[str, Any]:
         "ledger": path,
         "items": await ledger.count_items(),
         "runs": [_run_json(r) for r in latest.values()],
-        "history": [_run_json(r) for r in runs],
+        "history": [_run_json(r) for r in runs[:20]],
         "issues": [_issue_json(i) for i in issues],
     }
 

@@ -341,7 +341,9 @@ class Daemon:
         stack = AsyncExitStack()
         try:
             rt = await stack.enter_async_context(
-                open_runtime(config, reporter=self._metrics, observer=self._metrics, stop=self._stop)
+                open_runtime(
+                    config, reporter=self._metrics, observer=self._metrics, stop=self._stop, clock=self._clock
+                )
             )
             await probe(rt)
         except BaseException:

@@ -269,6 +269,9 @@ class Engine:
         policy = Policy(on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed)
         unchanged_before = self._trusted_cutoff(watermark, options)
         work = await self._plan(mapping, matched.pairs, items, policy, options, unchanged_before)
+        if self.stop.is_set():  # stopped while checking: nothing was changed, nothing half-done
+            result.outcome = "interrupted"
+            return
         clears = [w for w in work if w.action is Pre.CLEAR]
         self._check_clear_cap(mapping, len(clears), max(known, len(work)), options)
 
@@ -288,7 +291,7 @@ class Engine:
                     f"{error} (unchanged since last run)",
                 )
                 result.failures.append(entry)
-                result.failed_items.append((w.pair.source.id, w.pair.target.id, error))
+                result.failed_items.append((w.pair.source.id, _target_label(w.pair), error))
                 if options.dry_run:
                     result.plan.append(entry)
                 settled.append(replace(w.item, checked_at=now_iso()))
@@ -363,7 +366,7 @@ class Engine:
             return value
 
         async def worker() -> None:
-            while not queue.empty():
+            while not queue.empty() and not self.stop.is_set():
                 i = queue.get_nowait()
                 pair = pairs[i]
                 item = self._confirm_pending(items.get(pair.source.id), pair.target.picture)
@@ -735,7 +738,7 @@ class Engine:
             message,
         )
         result.failures.append(entry)
-        result.failed_items.append((w.pair.source.id, w.pair.target.id, message))
+        result.failed_items.append((w.pair.source.id, _target_label(w.pair), message))
         if options.dry_run:
             result.plan.append(entry)
             return
@@ -833,6 +836,10 @@ def _new_item(mapping: MappingConfig, pair: Pair) -> LedgerItem:
     )
 
 
+def _target_label(pair: Pair) -> str:
+    return f"{pair.target.number} ({pair.target.id})"
+
+
 def _plan_entry(w: _Work, action: str, detail: str = "") -> PlanEntry:
     p = w.pair
     return PlanEntry(
@@ -851,9 +858,9 @@ def _issues(mapping: MappingConfig, result: RunResult) -> list[Issue]:
     for p in result.match_problems:
         for sid in p.source_ids:
             kind: IssueKind = "unmatched" if p.kind == "unmatched" else "ambiguous"
-            issues.append(
-                Issue(kind=kind, source_id=sid, target_ids=p.target_ids, key=p.key, detail=p.detail)
-            )
+            labels = tuple(f"{n} ({t})" for n, t in zip(p.target_numbers, p.target_ids, strict=False))
+            targets = labels or p.target_ids
+            issues.append(Issue(kind=kind, source_id=sid, target_ids=targets, key=p.key, detail=p.detail))
     for f in result.failed_items:
         issues.append(Issue(kind="failed", source_id=f[0], target_ids=(f[1],), detail=f[2]))
     kept: dict[str, int] = {}

@@ -32,6 +32,7 @@ class Problem:
     source_ids: tuple[int, ...]
     target_ids: tuple[str, ...]
     detail: str
+    target_numbers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -116,6 +117,7 @@ def _pair_or_report(
         if len(sources) > 1:
             parts.append(f"{len(sources)} SuperOffice records ({', '.join(str(s.id) for s in sources)})")
         detail = f"{' and '.join(parts)} share key {key!r} ({rule})"
-        result.problems.append(Problem("ambiguous", key, source_ids, target_ids, detail))
+        numbers = tuple(t.number for t in targets)
+        result.problems.append(Problem("ambiguous", key, source_ids, target_ids, detail, numbers))
     else:
         result.pairs.append(Pair(sources[0], targets[0], key))

@@ -63,7 +63,7 @@ class Faults:
     retry_after: str = "seconds"  # "seconds" | "http-date" | "none": form of Retry-After on 429
     retry_after_seconds: float = 1.0
     rate_reset: float = 0.0  # close the connection without a response
-    latency_ms: float = 0.0  # added to every request
+    latency_ms: float = 0.0  # added to every request (of only_routes, when given)
     rate_slow_body: float = 0.0  # send the response body in small chunks with pauses
     slow_body_ms: float = 200.0
     rate_truncate: float = 0.0  # announce the full Content-Length, send half, then close
@@ -229,7 +229,7 @@ class Emulator:
         retry_until: float | None = None
         response_bytes = 0
         try:
-            if faults.latency_ms:
+            if faults.latency_ms and faults.applies_to(route):
                 await asyncio.sleep(faults.latency_ms / 1000)
             if fault == "reset":
                 if request.transport is not None:
