@@ -568,7 +568,27 @@ class Engine:
             if options.dry_run:
                 result.plan.append(_plan_entry(w, "clear"))
                 return Outcome.CLEARED
-            await self.target.delete_picture(mapping.target, pair.target.id, if_match=w.target.etag)
+            try:
+                await self.target.delete_picture(mapping.target, pair.target.id, if_match=w.target.etag)
+            except PreconditionFailedError:
+                # Someone put another picture there since the listing: it is not ours to clear.
+                log.warning(
+                    "picture changed in Business Central during the run; not cleared",
+                    mapping=mapping.name,
+                    target=pair.target.id,
+                )
+                await self._record(
+                    replace(
+                        base,
+                        target_id=pair.target.id,
+                        target_etag=None,
+                        wrote_picture=False,
+                        status=Outcome.KEPT,
+                        error=None,
+                        checked_at=now_iso(),
+                    )
+                )
+                return Outcome.KEPT
             await self._record(
                 replace(
                     base,
@@ -709,7 +729,7 @@ class Engine:
                     policy=policy.on_target_changed,
                     attempt=attempt + 1,
                 )
-                if policy.on_target_changed == "keep":
+                if policy.on_target_changed == "keep" and fresh.present:  # an empty picture: fill it
                     await self._record(
                         replace(
                             w.item or _new_item(mapping, w.pair),
