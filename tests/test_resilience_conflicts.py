@@ -39,12 +39,15 @@ def theirs(colour: tuple[int, int, int]) -> bytes:
 
 @dataclass
 class EditInBC:
-    """Edits a record's BC picture when syncd's PATCH for it arrives; records what each PATCH carried."""
+    """Edits a record's BC picture when syncd's write (PATCH, or DELETE to clear) for it arrives, then lets
+    the emulator answer; records the If-Match each write carried. A picture of ``None`` clears it by hand.
+    """
 
     sb: Sandbox
-    once: dict[str, bytes]  # record id → picture set by hand before the first PATCH for it
-    always: dict[str, bytes] = field(default_factory=dict)  # … before every PATCH for it
-    if_match: dict[str, list[str]] = field(default_factory=dict)  # record id → If-Match of each PATCH
+    once: dict[str, bytes | None] = field(default_factory=dict)  # before the first write for a record
+    always: dict[str, bytes | None] = field(default_factory=dict)  # … before every write for it
+    methods: tuple[str, ...] = ("PATCH",)
+    if_match: dict[str, list[str]] = field(default_factory=dict)  # record id → If-Match of each write
     etag_after_edit: dict[str, str] = field(default_factory=dict)
 
     def install(self) -> None:
@@ -62,10 +65,11 @@ class EditInBC:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         rid = target_in_path(request.path)
-        if request.method == "PATCH" and rid is not None:
+        if request.method in self.methods and rid is not None:
             self.if_match.setdefault(rid, []).append(request.headers.get("If-Match", ""))
-            data = self.once.pop(rid, None) or self.always.get(rid)
-            if data is not None:
+            edit = rid in self.once or rid in self.always
+            data = self.once.pop(rid) if rid in self.once else self.always.get(rid)
+            if edit:
                 self.sb.dataset.bc.set_picture(self.sb.dataset.company_id, "customers", rid, data)
                 rec = self.sb.dataset.bc.get_record(self.sb.dataset.company_id, "customers", rid)
                 self.etag_after_edit[rid] = rec.picture_etag
@@ -174,3 +178,65 @@ async def test_keep_leaves_the_picture_edited_in_bc_and_stays_off_it(
     for v in victims:
         assert patch_statuses(sb, v) == [stale_status]
         assert bc_bytes(sb, v) == theirs((0, 160, 0))
+
+
+def ours(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (320, 240), colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+async def test_a_clear_never_removes_a_picture_put_in_bc_after_the_listing(
+    sandbox_412: Callable[[int], Sandbox], tmp_path: Path
+) -> None:
+    sb = sandbox_412(409)
+    edit = EditInBC(sb, methods=("DELETE",))
+    edit.install()
+    await sb.start()
+    exp = sb.dataset.expected["mappings"]["customers"]
+    cfg = write_config(
+        sb, tmp_path, mappings=customers_only(sb, on_source_blank="clear"), limits={"max_clears_percent": 50}
+    )
+    assert (await syncd("run", "--once", "-c", str(cfg))).code == 0
+    (victim_source, victim), (other_source, other) = exp["written"][0], exp["written"][1]
+    for source_id in (victim_source, other_source):
+        sb.dataset.so.set_image("contact", source_id, None)  # removed in SuperOffice: clear in BC
+    edit.once[victim] = theirs((90, 90, 0))  # … but someone puts a new picture on one of them in BC
+
+    result = await syncd("run", "--once", "--json", "-c", str(cfg))
+    assert result.code == 0, result.stderr
+    counts = result.json()["mappings"][0]["counts"]
+    assert counts["cleared"] == 1 and counts["kept"] == 1
+    assert bc_bytes(sb, victim) == theirs((90, 90, 0)) and bc_bytes(sb, other) is None
+    deletes = [e.status for e in sb.bc.log.entries if e.method == "DELETE" and target_of(e) == victim]
+    assert deletes == [409]
+
+    again = await syncd("run", "--once", "--json", "-c", str(cfg))
+    assert again.code == 0 and bc_bytes(sb, victim) == theirs((90, 90, 0))
+    assert [e.status for e in sb.bc.log.entries if e.method == "DELETE" and target_of(e) == victim] == [409]
+
+
+async def test_keep_still_fills_a_picture_that_was_deleted_in_bc_meanwhile(
+    sandbox_412: Callable[[int], Sandbox], tmp_path: Path
+) -> None:
+    sb = sandbox_412(412)
+    edit = EditInBC(sb)
+    edit.install()
+    await sb.start()
+    exp = sb.dataset.expected["mappings"]["customers"]
+    cfg = write_config(sb, tmp_path, mappings=customers_only(sb, on_target_changed="keep"))
+    assert (await syncd("run", "--once", "-c", str(cfg))).code == 0
+    empty = [(s, t) for s, t in exp["written"] if t not in exp["targets_with_picture"]]
+    source_id, victim = empty[0]  # a picture syncd wrote on the first run
+    sb.dataset.so.set_image("contact", source_id, ours((0, 90, 200)))  # changed in SuperOffice …
+    edit.once[victim] = None  # … and deleted in BC just before syncd writes the new one
+
+    result = await syncd("run", "--once", "--json", "-c", str(cfg))
+    assert result.code == 0, result.stderr
+    assert result.json()["mappings"][0]["counts"]["written"] == 1
+    assert patch_statuses(sb, victim) == [204, 412, 204]  # first run; stale etag; the fresh etag
+    data = bc_bytes(sb, victim)
+    assert data is not None
+    with Image.open(io.BytesIO(data)) as im:
+        pixel = im.convert("RGB").getpixel((im.width // 2, im.height // 2))
+    assert isinstance(pixel, tuple) and pixel[2] > 150  # the new blue picture: nothing to protect, filled

@@ -343,7 +343,7 @@ async def test_retry_after_holds_every_worker_until_the_instant_it_names(
     assert len(later) == 7 and min(later) >= allowed[0]
 
 
-async def test_token_bucket_spaces_requests_at_the_configured_rate(
+async def test_the_rate_limit_spaces_requests_at_the_configured_rate(
     server: Any, session: aiohttp.ClientSession
 ) -> None:
     url, rec = await server(status(200))
