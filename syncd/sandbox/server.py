@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import json
 import os
 import signal
 import sys
@@ -315,14 +316,21 @@ def _flow(value: dict[str, Any]) -> str:
 
 
 async def _serve(
-    host: str, so_port: int, bc_port: int, seed: int, contacts: int, persons: int, write_config: str | None
+    host: str,
+    so_port: int,
+    bc_port: int,
+    seed: int,
+    contacts: int,
+    persons: int,
+    write_config: str | None,
+    **options: Any,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sandbox = Sandbox(
-        seed=seed, contacts=contacts, persons=persons, host=host, so_port=so_port, bc_port=bc_port
+        seed=seed, contacts=contacts, persons=persons, host=host, so_port=so_port, bc_port=bc_port, **options
     )
     try:
         await sandbox.start()
@@ -344,13 +352,20 @@ async def _serve(
 
 
 def serve(
-    host: str, so_port: int, bc_port: int, seed: int, contacts: int, persons: int, write_config: str | None
+    host: str,
+    so_port: int,
+    bc_port: int,
+    seed: int,
+    contacts: int,
+    persons: int,
+    write_config: str | None,
+    **options: Any,
 ) -> int:
     """The body of ``syncd sandbox``: run both emulators in the foreground until SIGINT/SIGTERM (exit 0).
 
     Prints the base URLs and credentials; ``write_config`` also writes a ready syncd config there (with
     the real ports) plus the SuperOffice key files next to it. Returns 1 when a port cannot be bound."""
-    return asyncio.run(_serve(host, so_port, bc_port, seed, contacts, persons, write_config))
+    return asyncio.run(_serve(host, so_port, bc_port, seed, contacts, persons, write_config, **options))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -367,7 +382,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--contacts", type=int, default=120, help="number of SuperOffice contacts")
     p.add_argument("--persons", type=int, default=120, help="number of SuperOffice persons")
     p.add_argument("--write-config", metavar="PATH", help="write a syncd config for this sandbox to PATH")
+    p.add_argument(
+        "--faults",
+        metavar="JSON",
+        help='fault knobs for both APIs, e.g. \'{"rate_5xx": 0.1, "rate_429": 0.05}\' (see '
+        "syncd/sandbox/common.py Faults; change them while running with PUT /_sandbox/faults)",
+    )
+    p.add_argument(
+        "--bc-rate-limit",
+        metavar="COUNT/SECONDS",
+        help="Business Central's sliding-window request limit per principal, e.g. 6000/300 (BC online)",
+    )
+    p.add_argument(
+        "--image-updates-touch-updated-date",
+        action="store_true",
+        help="saving a SuperOffice picture also moves the record's updatedDate (off: as the real product)",
+    )
     return p
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Emulator options from the command line; ValueError with a message on bad input."""
+    options: dict[str, Any] = {}
+    if args.faults:
+        try:
+            knobs = json.loads(args.faults)
+            options["faults_so"] = Faults(**knobs)
+            options["faults_bc"] = Faults(**knobs)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"--faults: {exc}") from None
+    if args.bc_rate_limit:
+        count, _, seconds = args.bc_rate_limit.partition("/")
+        try:
+            options["rate_limit"] = (int(count), float(seconds))
+        except ValueError:
+            raise ValueError("--bc-rate-limit takes COUNT/SECONDS, e.g. 6000/300") from None
+    if args.image_updates_touch_updated_date:
+        options["image_updates_touch_updated_date"] = True
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +432,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.contacts < 0 or args.persons < 0 or (args.persons and not args.contacts):
         print("syncd sandbox: --contacts/--persons must be >= 0, and persons need contacts", file=sys.stderr)
         return 1
+    try:
+        options = _options(args)
+    except ValueError as exc:
+        print(f"syncd sandbox: {exc}", file=sys.stderr)
+        return 1
     return serve(
-        args.host, args.so_port, args.bc_port, args.seed, args.contacts, args.persons, args.write_config
+        args.host,
+        args.so_port,
+        args.bc_port,
+        args.seed,
+        args.contacts,
+        args.persons,
+        args.write_config,
+        **options,
     )

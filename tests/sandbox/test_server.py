@@ -197,3 +197,66 @@ async def test_serve_prints_credentials_writes_config_and_stops_on_signal(tmp_pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_sandbox_command_takes_fault_knobs_and_bc_rate_limit_at_start(tmp_path: Path) -> None:
+    """`syncd sandbox --faults JSON --bc-rate-limit N/S`: the knobs are live as soon as it is ready."""
+    import asyncio
+    import json as jsonlib
+    import signal
+    import sys
+
+    import aiohttp
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncd",
+        "sandbox",
+        "--so-port",
+        "0",
+        "--bc-port",
+        "0",
+        "--contacts",
+        "5",
+        "--persons",
+        "0",
+        "--write-config",
+        str(tmp_path / "c.yaml"),
+        "--faults",
+        jsonlib.dumps({"rate_429": 1.0, "retry_after": "http-date"}),
+        "--bc-rate-limit",
+        "600/30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        text = ""
+        while "Ready" not in text:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "sandbox exited early"
+            text += line.decode()
+        cfg = (tmp_path / "c.yaml").read_text()
+        so_url = next(w for w in cfg.split() if "/Cust00001/api/v1" in w)
+        bc_origin = next(w for w in cfg.split() if "/api/v2.0" in w).split("/v2.0/")[0]
+        async with aiohttp.ClientSession() as s:
+            async with s.get(
+                so_url + "/Contact", headers={"Authorization": basic("syncd", "sandbox-so-password")}
+            ) as r:
+                assert r.status == 429
+                assert r.headers["Retry-After"].endswith("GMT")
+            async with s.get(bc_origin + "/_sandbox/bc/limits") as r:
+                limits = jsonlib.dumps(await r.json())
+                assert "600" in limits and "30" in limits
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+
+
+def test_sandbox_command_rejects_bad_fault_knobs() -> None:
+    from syncd.sandbox.server import main
+
+    assert main(["--faults", '{"rate_teapot": 1}']) == 1
+    assert main(["--bc-rate-limit", "lots"]) == 1
