@@ -376,7 +376,7 @@ class ApiClient:
                 raise _TooLarge(max_bytes)
             chunks: list[bytes] = []
             size = 0
-            async for chunk in resp.content.iter_chunked(65536):
+            async for chunk in resp.content.iter_any():  # as received: no re-slicing into 64 KB copies
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise _TooLarge(max_bytes)
