@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hmac
 import json
 import logging
@@ -54,6 +53,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from syncd.errors import AuthError, ConfigError, SyncdError, UnreachableError
+from syncd.http import parse_retry_after
 from syncd.secrets import Secret
 
 __all__ = [
@@ -402,11 +402,8 @@ def _consume_exception(task: asyncio.Task[Any]) -> None:
 
 
 def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value.strip()))
-    return None
+    """Seconds or HTTP-date, as everywhere else."""
+    return parse_retry_after(value, now_wall=time.time())
 
 
 def _parse_json(raw: bytes) -> Any:

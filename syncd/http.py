@@ -24,13 +24,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from syncd import __version__
-from syncd.auth import Auth
 from syncd.config import ApiLimits
 from syncd.errors import (
     ApiError,
@@ -40,6 +39,9 @@ from syncd.errors import (
     PreconditionFailedError,
     UnreachableError,
 )
+
+if TYPE_CHECKING:
+    from syncd.auth import Auth
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = f"syncd/{__version__} (+picture mirror SuperOffice→Business Central)"

@@ -137,7 +137,9 @@ def _count(mo: MappingOutcome, key: str) -> str:
 def _outcome(mo: MappingOutcome) -> str:
     if mo.result is None:
         return f"[red]{type(mo.error).__name__ if mo.error else 'error'}[/]"
-    style = {"ok": "green", "partial": "yellow"}.get(mo.result.outcome, "red")
+    style = {"ok": "green", "partial": "yellow", "budget": "yellow", "interrupted": "yellow"}.get(
+        mo.result.outcome, "red"
+    )
     return f"[{style}]{mo.result.outcome}[/]"
 
 
@@ -160,6 +162,8 @@ def outcomes_json(outcomes: Sequence[MappingOutcome]) -> list[dict[str, Any]]:
         if mo.result is not None:
             r = mo.result
             row.update(outcome=r.outcome, counts=r.counts.as_dict(), seconds=round(r.duration, 3))
+            if r.error:
+                row["reason"] = r.error  # which budget or safety stop ended the run
             row["failures"] = [_entry(e) for e in r.failures]
         rows.append(row)
     return rows

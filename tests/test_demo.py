@@ -1,4 +1,4 @@
-"""`make demo` runs `syncd demo`: what a new user sees first must show pictures flowing, then nothing to do."""
+"""`make demo` runs `syncd demo`: a new user must see pictures flow, then a run with nothing to do."""
 
 from __future__ import annotations
 
