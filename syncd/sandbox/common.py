@@ -233,8 +233,10 @@ class Emulator:
                 await asyncio.sleep(faults.latency_ms / 1000)
             if fault == "reset":
                 if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("sandbox: injected connection reset")
+                    request.transport.abort()  # the client sees the connection drop, no response
+                # Nothing can be sent any more; an empty response ends the handler without aiohttp
+                # logging an "error handling request" traceback for a fault we injected on purpose.
+                return web.Response(status=499)
             if fault in ("5xx", "429"):
                 response = self.fault_response(fault, request)
             else:
