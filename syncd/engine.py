@@ -456,6 +456,11 @@ class Engine:
             return replace(item, target_etag=picture.etag)
         return item
 
+    def _clear_allowed(self, clears: int, options: RunOptions) -> bool:
+        """Phase B meets a blank picture phase A could not see (ImageInfo unavailable or changed
+        meanwhile): clearing it is allowed only within the absolute cap."""
+        return options.force or clears <= self.config.limits.max_clears
+
     def _check_clear_cap(self, mapping: MappingConfig, clears: int, base: int, options: RunOptions) -> None:
         lim = self.config.limits
         if clears == 0 or options.force:
@@ -521,7 +526,8 @@ class Engine:
         queue: asyncio.Queue[_Work] = asyncio.Queue()
         for w in work:
             queue.put_nowait(w)
-        state = {"taken": 0, "consecutive_unreachable": 0, "thumbs": 0}
+        clears = sum(1 for w in work if w.action is Pre.CLEAR)
+        state = {"taken": 0, "consecutive_unreachable": 0, "thumbs": 0, "clears": clears}
         fatal: list[BaseException] = []
 
         async def worker() -> None:
@@ -622,8 +628,17 @@ class Engine:
                 w.item, SourceState(fingerprint=None), w.target, policy, self.normalizer_version, options.full
             )
             blank = replace(w, fingerprint=None, action=again)
-            if again is Pre.CLEAR:
+            if again is Pre.CLEAR and self._clear_allowed(state["clears"] + 1, options):
+                state["clears"] += 1
                 return await self._item(mapping, blank, policy, options, result, state)
+            if again is Pre.CLEAR:  # found blank only now: still bound by the clear cap
+                log.warning(
+                    "clear cap reached: keeping the picture",
+                    mapping=mapping.name,
+                    source_id=pair.source.id,
+                    target=pair.target.number,
+                )
+                again = Pre.KEEP
             outcome = Outcome.KEPT if again is Pre.KEEP else Outcome.BLANK
             if options.dry_run:
                 result.plan.append(_plan_entry(w, again.value))
