@@ -64,6 +64,7 @@ log = structlog.get_logger("syncd.engine")
 
 PENDING = "pending:"  # ledger etag prefix: written, BC did not tell the new etag; confirmed at next listing
 THUMBS_PER_RUN = 20
+SETTLE_BATCH = 2000  # ledger rows phase A records per transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +286,14 @@ class Engine:
         clears = [w for w in work if w.action is Pre.CLEAR]
         self._check_clear_cap(mapping, len(clears), max(known, len(work)), options)
 
-        # Record what phase A settled (skips, blanks, keeps, confirmed etags) in one batch.
+        # Record what phase A settled (skips, blanks, keeps, confirmed etags) in batches: one batch of
+        # N updated rows (and their SQL parameters) would sit in memory next to the listing and the plan.
         settled: list[LedgerItem] = []
         phase_b: list[_Work] = []
         for w in work:
+            if len(settled) >= SETTLE_BATCH and self.ledger and not options.dry_run:
+                await self.ledger.record_many(settled)
+                settled = []
             if w.known_broken:  # the same undecodable picture as last time: report, don't re-download
                 assert w.item is not None
                 error = w.item.error or "picture cannot be used"
