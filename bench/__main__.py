@@ -139,10 +139,13 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
             )
     par = results.get("parallel")
     if par and "error" not in par:
+        two = par["best"]["2"]
         lines.append(
             f"4 parallel    {par['best']['1']['pictures_per_second']:.2f} → "
-            f"{par['best']['2']['pictures_per_second']:.2f} pictures/s = ×{par['speedup_2_vs_1']:.2f} "
-            f"[bar ≥ 1.7]; loop lag p99 ≤ {par['loop_lag_p99_ms_worst']:.1f} ms"
+            f"{two['pictures_per_second']:.2f} pictures/s = ×{par['speedup_2_vs_1']:.2f} "
+            f"[bar ≥ 1.7] (CPU-bound ×{par['cpu_bound_speedup']:.2f}; waited for a CPU "
+            f"{two['syncd_runqueue_wait_seconds']:.1f} s of {two['seconds']:.1f} s); "
+            f"loop lag p99 ≤ {par['loop_lag_p99_ms_worst']:.1f} ms"
         )
     mem = results.get("memory")
     if mem and "error" not in mem:

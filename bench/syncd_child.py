@@ -96,6 +96,10 @@ async def _run(args: argparse.Namespace, decodes: DecodeCounter) -> dict[str, An
     from syncd.runtime import open_runtime
 
     config = load_config(args.config)
+    if os.environ.get("BENCH_SLOW_CALLBACK"):  # with PYTHONASYNCIODEBUG=1: log callbacks slower than this
+        asyncio.get_running_loop().slow_callback_duration = float(os.environ["BENCH_SLOW_CALLBACK"])
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: GIL switch interval (seconds)
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     if os.environ.get("BENCH_EXECUTOR") == "process":  # experiment: normalizer in processes
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
