@@ -155,56 +155,55 @@ class BasicAuth:
         return f"<BasicAuth {self.describe()}>"
 
 
-class SOTicketAuth:
+class _StaticAuth:
+    """A fixed ``Authorization: <scheme> <value>`` credential, plus ``SO-AppToken`` when given.
+
+    Nothing to renew: after a 401 there is no point sending it again."""
+
+    _scheme = ""
+    _what = ""
+
+    def __init__(self, value: Secret, app_token: Secret | None) -> None:
+        raw = _strip_scheme(value.reveal(), self._scheme)
+        if not raw:
+            raise ConfigError(f"auth.{self._what} is empty")
+        self._header = Secret(f"{self._scheme} {raw}")
+        self._app_token = app_token
+
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        h = {"Authorization": self._header.reveal()}
+        if self._app_token is not None:
+            h["SO-AppToken"] = self._app_token.reveal()
+        return h
+
+    async def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
+        return False  # a configured credential cannot be renewed here
+
+    def describe(self) -> str:
+        return f"static {self._scheme} {self._what}" + (
+            " with SO-AppToken" if self._app_token is not None else ""
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+class SOTicketAuth(_StaticAuth):
     """A fixed SuperOffice ticket (``Authorization: SOTicket 7T:…``), plus ``SO-AppToken`` when given."""
 
+    _scheme, _what = "SOTicket", "ticket"
+
     def __init__(self, *, ticket: Secret, app_token: Secret | None = None) -> None:
-        raw = _strip_scheme(ticket.reveal(), "SOTicket")
-        if not raw:
-            raise ConfigError("auth.ticket is empty")
-        self._header = Secret("SOTicket " + raw)
-        self._app_token = app_token
-
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
-        h = {"Authorization": self._header.reveal()}
-        if self._app_token is not None:
-            h["SO-AppToken"] = self._app_token.reveal()
-        return h
-
-    async def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
-        return False  # a configured ticket cannot be renewed here
-
-    def describe(self) -> str:
-        return "static SOTicket" + (" with SO-AppToken" if self._app_token is not None else "")
-
-    def __repr__(self) -> str:
-        return f"<SOTicketAuth {self.describe()}>"
+        super().__init__(ticket, app_token)
 
 
-class BearerAuth:
+class BearerAuth(_StaticAuth):
     """A fixed bearer token (SuperOffice Online ``8A:…`` tokens, or any pre-issued token)."""
 
+    _scheme, _what = "Bearer", "token"
+
     def __init__(self, *, token: Secret, app_token: Secret | None = None) -> None:
-        raw = _strip_scheme(token.reveal(), "Bearer")
-        if not raw:
-            raise ConfigError("auth.token is empty")
-        self._header = Secret("Bearer " + raw)
-        self._app_token = app_token
-
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
-        h = {"Authorization": self._header.reveal()}
-        if self._app_token is not None:
-            h["SO-AppToken"] = self._app_token.reveal()
-        return h
-
-    async def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
-        return False  # a configured token cannot be renewed here
-
-    def describe(self) -> str:
-        return "static bearer token" + (" with SO-AppToken" if self._app_token is not None else "")
-
-    def __repr__(self) -> str:
-        return f"<BearerAuth {self.describe()}>"
+        super().__init__(token, app_token)
 
 
 # -- cached, refreshed credentials ------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from syncd import __version__
 from syncd.config import Config
+from syncd.imaging import sniff_format
 from syncd.ledger import Ledger, RecentChange
 from syncd.metrics import CONTENT_TYPE, Metrics
 
@@ -512,15 +513,8 @@ def _thumb(change: RecentChange, side: str) -> bytes | None:
 
 
 def _image_type(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
+    fmt = sniff_format(data)
+    return f"image/{fmt.lower()}" if fmt else "application/octet-stream"
 
 
 # -- the aiohttp application ----------------------------------------------------------------------
