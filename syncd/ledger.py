@@ -257,8 +257,8 @@ def _clip(text: str | None) -> str | None:
 _OUTCOMES = {o.value: o for o in Outcome}
 
 
-def _item_from_row(r: sqlite3.Row) -> LedgerItem:
-    """A row of ``_SELECT_ITEMS`` (columns in LedgerItem field order); positional for speed."""
+def item_from_row(r: Sequence[Any]) -> LedgerItem:
+    """An item from its row (columns in LedgerItem field order, as :func:`item_row` gives them)."""
     return LedgerItem(
         mapping=r[0],
         source_kind=r[1],
@@ -280,13 +280,29 @@ def _item_from_row(r: sqlite3.Row) -> LedgerItem:
     )
 
 
-def _item_params(item: LedgerItem) -> tuple[Any, ...]:
-    _check_choice(item.status, (o.value for o in Outcome), "item status")
-    values = {name: getattr(item, name) for name in _ITEM_COLUMNS}
-    values["status"] = str(item.status)
-    values["wrote_picture"] = int(item.wrote_picture)
-    values["error"] = _clip(item.error)
-    return tuple(values[name] for name in _ITEM_COLUMNS)
+def item_row(item: LedgerItem) -> tuple[Any, ...]:
+    """The ``items`` row of an item: plain values in LedgerItem field order (also JSON-safe)."""
+    if item.status not in _OUTCOMES:
+        _check_choice(item.status, _OUTCOMES, "item status")
+    return (
+        item.mapping,
+        item.source_kind,
+        item.source_id,
+        item.target_kind,
+        str(item.status),
+        item.target_id,
+        item.target_number,
+        item.source_fingerprint,
+        item.source_hash,
+        item.output_hash,
+        item.target_etag,
+        item.normalizer_version,
+        int(item.wrote_picture),
+        _clip(item.error),
+        item.attempts,
+        item.synced_at,
+        item.checked_at,
+    )
 
 
 def _run_from_row(row: sqlite3.Row) -> RunRecord:
@@ -551,7 +567,7 @@ class Ledger:
             marks = ", ".join("?" * len(chunk))
             sql = _SELECT_ITEMS + "WHERE mapping = ? AND source_kind = ? AND source_id IN (" + marks + ")"
             for row in await self._fetchall(sql, (mapping, source_kind, *chunk)):
-                item = _item_from_row(row)
+                item = item_from_row(row)
                 found[item.source_id] = item
         return found
 
@@ -559,7 +575,7 @@ class Ledger:
         """Every item of a mapping, by source kind and id, streamed."""
         sql = _SELECT_ITEMS + "WHERE mapping = ? ORDER BY source_kind, source_id"
         async for row in self._stream(sql, (mapping,)):
-            yield _item_from_row(row)
+            yield item_from_row(row)
 
     async def count_items(self, mapping: str | None = None) -> int:
         if mapping is None:
@@ -570,18 +586,21 @@ class Ledger:
 
     async def record(self, item: LedgerItem) -> None:
         """Insert or replace one item and commit: once this returns, the row survives a crash."""
-        params = _item_params(item)
+        params = item_row(item)
         async with self._transaction():
             await self._exec(_UPSERT_ITEM, params)
 
     async def record_many(self, items: Sequence[LedgerItem]) -> None:
         """Insert or replace many items in one transaction (for batches of skips / ``checked_at`` updates)."""
-        if not items:
+        await self.record_rows([item_row(item) for item in items])
+
+    async def record_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """:meth:`record_many` for rows as :func:`item_row` made them (kept aside in between)."""
+        if not rows:
             return
-        params = [_item_params(item) for item in items]
         async with self._transaction():
             self.queries += 1
-            await self._db.executemany(_UPSERT_ITEM, params)
+            await self._db.executemany(_UPSERT_ITEM, rows)
 
     # ------------------------------------------------------------------ runs
 
@@ -809,7 +828,7 @@ class Ledger:
         yield {"table": "ledger", "schema_version": SCHEMA_VERSION, "exported_at": self.now()}
         m = (mapping,)
         async for row in self._stream(_EXPORT["items"], m):
-            item = _item_from_row(row)
+            item = item_from_row(row)
             data = {name: getattr(item, name) for name in _ITEM_COLUMNS}
             yield {"table": "items", **data, "status": item.status.value}
         async for row in self._stream(_EXPORT["runs"], m):
