@@ -6,16 +6,33 @@ written:
     unmatched   the source has no key, or no BC record carries it
     ambiguous   two or more BC records share the key, or two or more sources do
 Explicit ``pairs`` (source id → BC number) override the rule for the sources they name.
+
+The join runs in SQLite over two listing tables (``source``, ``target``) and fills a third (``pair``):
+a run stages its listings in a scratch database (:mod:`syncd.staging`), so matching 200,000 records
+keeps nothing per record in memory. :func:`join` runs the same SQL on an in-memory database for callers
+that hold the rows anyway (tests, the sandbox's expected outcomes). A record listed twice (a page
+boundary that moved during paging) counts once.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import itertools
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from syncd.types import SourceRow, TargetRow
+
+LISTING_TABLES = """
+CREATE TABLE source (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL,
+                     explicit INTEGER NOT NULL);
+CREATE TABLE target (n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, number TEXT NOT NULL,
+                     key TEXT NOT NULL, number_key TEXT NOT NULL);
+CREATE TABLE match_group (key TEXT PRIMARY KEY, first INTEGER NOT NULL, sources INTEGER NOT NULL,
+                          targets INTEGER NOT NULL);
+CREATE TABLE pair (source_id INTEGER PRIMARY KEY, target_n INTEGER NOT NULL, key TEXT NOT NULL);
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +75,122 @@ def target_value(row: TargetRow, field_name: str) -> Any:
     return row.fields.get(field_name)
 
 
+@dataclass(frozen=True, slots=True)
+class MatchRule:
+    """A mapping's key rule: ``source_column`` ↔ ``target_field``, and explicit ``pairs``."""
+
+    source_column: str | None
+    target_field: str | None
+    explicit: Mapping[int, str] = field(default_factory=dict)  # source id → normalized BC number
+
+    @classmethod
+    def of(
+        cls, source_column: str | None, target_field: str | None, pairs: Mapping[str, str] | None
+    ) -> MatchRule:
+        return cls(source_column, target_field, {int(k): normalize_key(v) for k, v in (pairs or {}).items()})
+
+    @property
+    def label(self) -> str:
+        return f"{self.source_column} ↔ {self.target_field}"
+
+    def source_params(self, s: SourceRow) -> tuple[int, str, str, int]:
+        if s.id in self.explicit:
+            return (s.id, s.kind, self.explicit[s.id], 1)
+        key = normalize_key(s.columns.get(self.source_column, "")) if self.source_column else ""
+        return (s.id, s.kind, key, 0)
+
+    def target_params(self, n: int, t: TargetRow) -> tuple[int, str, str, str, str]:
+        key = normalize_key(target_value(t, self.target_field)) if self.target_field else ""
+        return (n, t.id, t.number, key, normalize_key(t.number) if self.explicit else "")
+
+
+def insert_sources(conn: sqlite3.Connection, rule: MatchRule, rows: Iterable[SourceRow]) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO source VALUES (?, ?, ?, ?)", (rule.source_params(s) for s in rows)
+    )
+
+
+def insert_targets(conn: sqlite3.Connection, rule: MatchRule, rows: Iterable[tuple[int, TargetRow]]) -> None:
+    """``rows``: (n, row), n unique per target (the listing position); a repeated record id is skipped."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO target VALUES (?, ?, ?, ?, ?)", (rule.target_params(n, t) for n, t in rows)
+    )
+
+
+def match(conn: sqlite3.Connection, rule: MatchRule) -> list[Problem]:
+    """Fill ``pair`` from the listing tables; return every problem, in source id order."""
+    conn.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS source_key ON source (key, explicit);
+        CREATE INDEX IF NOT EXISTS target_key ON target (key);
+        CREATE INDEX IF NOT EXISTS target_number_key ON target (number_key);
+        DELETE FROM match_group;
+        DELETE FROM pair;
+        INSERT INTO match_group
+            SELECT key, min(id), count(*), (SELECT count(*) FROM target t WHERE t.key = s.key)
+            FROM source s WHERE explicit = 0 AND key <> '' GROUP BY key;
+        INSERT INTO pair
+            SELECT g.first, (SELECT n FROM target t WHERE t.key = g.key), g.key
+            FROM match_group g WHERE g.sources = 1 AND g.targets = 1;
+        INSERT INTO pair
+            SELECT s.id, (SELECT n FROM target t WHERE t.number_key = s.key), s.key
+            FROM source s
+            WHERE s.explicit = 1 AND (SELECT count(*) FROM target t WHERE t.number_key = s.key) = 1;
+        """
+    )
+    problems: list[Problem] = []
+    if rule.source_column:
+        for sid, kind in conn.execute(
+            "SELECT id, kind FROM source WHERE explicit = 0 AND key = '' ORDER BY id"
+        ):
+            problems.append(Problem("unmatched", "", (sid,), (), f"{kind} {sid} has no {rule.source_column}"))
+
+    unpaired = "FROM match_group g {} WHERE NOT (g.sources = 1 AND g.targets = 1) ORDER BY g.first, {}"
+    targets_of: dict[str, list[tuple[str, str]]] = {}
+    for key, tid, number in conn.execute(
+        "SELECT g.key, t.id, t.number " + unpaired.format("JOIN target t ON t.key = g.key", "t.n")
+    ):
+        targets_of.setdefault(key, []).append((tid, number))
+    rows = conn.execute(
+        "SELECT g.key, s.id " + unpaired.format("JOIN source s ON s.key = g.key AND s.explicit = 0", "s.id")
+    )
+    for key, group in itertools.groupby(rows, key=lambda r: str(r[0])):
+        problem = _problem(tuple(r[1] for r in group), targets_of.get(key, []), key, rule.label)
+        assert problem is not None
+        problems.append(problem)
+
+    for sid, key in conn.execute(
+        "SELECT id, key FROM source s WHERE explicit = 1 "
+        "AND (SELECT count(*) FROM target t WHERE t.number_key = s.key) <> 1 ORDER BY id"
+    ):
+        found = conn.execute("SELECT id, number FROM target WHERE number_key = ? ORDER BY n", (key,))
+        problem = _problem((sid,), [(str(t), str(n)) for t, n in found], key, "pairs")
+        assert problem is not None
+        problems.append(problem)
+    problems.sort(key=lambda p: min(p.source_ids))
+    return problems
+
+
+def _problem(
+    source_ids: tuple[int, ...], targets: list[tuple[str, str]], key: str, rule: str
+) -> Problem | None:
+    """The problem with one key's sources and (id, number) targets, or None when they pair."""
+    target_ids = tuple(t[0] for t in targets)
+    if not targets:
+        return Problem(
+            "unmatched", key, source_ids, (), f"no Business Central record with key {key!r} ({rule})"
+        )
+    if len(targets) == 1 and len(source_ids) == 1:
+        return None
+    parts = []
+    if len(targets) > 1:
+        parts.append(f"{len(targets)} Business Central records ({', '.join(repr(t[1]) for t in targets)})")
+    if len(source_ids) > 1:
+        parts.append(f"{len(source_ids)} SuperOffice records ({', '.join(str(s) for s in source_ids)})")
+    detail = f"{' and '.join(parts)} share key {key!r} ({rule})"
+    return Problem("ambiguous", key, source_ids, target_ids, detail, tuple(t[1] for t in targets))
+
+
 def join(
     sources: Iterable[SourceRow],
     targets: Iterable[TargetRow],
@@ -66,58 +199,20 @@ def join(
     target_field: str | None,
     pairs: Mapping[str, str] | None = None,
 ) -> MatchResult:
-    """Pair sources and targets; see the module docstring for the rules."""
-    explicit = {int(k): normalize_key(v) for k, v in (pairs or {}).items()}
-    by_target_key: dict[str, list[TargetRow]] = defaultdict(list)
-    by_number: dict[str, list[TargetRow]] = defaultdict(list)
-    for t in targets:
-        if target_field:
-            k = normalize_key(target_value(t, target_field))
-            if k:
-                by_target_key[k].append(t)
-        if explicit:
-            by_number[normalize_key(t.number)].append(t)
-
-    by_source_key: dict[str, list[SourceRow]] = defaultdict(list)
-    result = MatchResult()
+    """Pair rows held in memory (the same SQL as a run's staged join); see the module docstring."""
+    rule = MatchRule.of(source_column, target_field, pairs)
+    by_id: dict[int, SourceRow] = {}
     for s in sources:
-        if s.id in explicit:
-            _pair_or_report(result, [s], by_number.get(explicit[s.id], []), explicit[s.id], "pairs")
-            continue
-        k = normalize_key(s.columns.get(source_column, "")) if source_column else ""
-        if not k:
-            if source_column:
-                result.problems.append(
-                    Problem("unmatched", "", (s.id,), (), f"{s.kind} {s.id} has no {source_column}")
-                )
-            continue
-        by_source_key[k].append(s)
-
-    for k, group in by_source_key.items():
-        _pair_or_report(result, group, by_target_key.get(k, []), k, f"{source_column} ↔ {target_field}")
-    result.pairs.sort(key=lambda p: p.source.id)
+        by_id.setdefault(s.id, s)
+    listed = list(targets)
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(LISTING_TABLES)
+        insert_sources(conn, rule, by_id.values())
+        insert_targets(conn, rule, enumerate(listed))
+        result = MatchResult(problems=match(conn, rule))
+        for sid, n, key in conn.execute("SELECT source_id, target_n, key FROM pair ORDER BY source_id"):
+            result.pairs.append(Pair(by_id[sid], listed[n], key))
+    finally:
+        conn.close()
     return result
-
-
-def _pair_or_report(
-    result: MatchResult, sources: list[SourceRow], targets: list[TargetRow], key: str, rule: str
-) -> None:
-    source_ids = tuple(s.id for s in sources)
-    target_ids = tuple(t.id for t in targets)
-    if not targets:
-        result.problems.append(
-            Problem("unmatched", key, source_ids, (), f"no Business Central record with key {key!r} ({rule})")
-        )
-    elif len(targets) > 1 or len(sources) > 1:
-        parts = []
-        if len(targets) > 1:
-            parts.append(
-                f"{len(targets)} Business Central records ({', '.join(repr(t.number) for t in targets)})"
-            )
-        if len(sources) > 1:
-            parts.append(f"{len(sources)} SuperOffice records ({', '.join(str(s.id) for s in sources)})")
-        detail = f"{' and '.join(parts)} share key {key!r} ({rule})"
-        numbers = tuple(t.number for t in targets)
-        result.problems.append(Problem("ambiguous", key, source_ids, target_ids, detail, numbers))
-    else:
-        result.pairs.append(Pair(sources[0], targets[0], key))
