@@ -161,7 +161,7 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
             f"6 ledger      {led['rows']:,} rows: {led['seconds']:.2f} s ({led['items_per_second']:.0f}/s), "
             f"{led['queries_total']} SQL statements ({led['queries_get_items']} by get_items); "
             f"get_items {led['get_items_seconds']:.2f} s, decisions {led['plan_seconds']:.2f} s, "
-            f"record_many {led['record_many_seconds']:.2f} s"
+            f"recording {led['record_seconds']:.2f} s"
         )
     for name, r in results.items():
         if "error" in r:

@@ -7,7 +7,8 @@ N ledger rows saying "written, same fingerprint, same normalizer" — every item
 stand-in SuperOffice client fails the benchmark if the engine downloads a picture.
 
 Reported: total time of ``run_mapping``; time in ``Ledger.get_items`` (the batched read), in phase A's
-decisions, and in ``Ledger.record_many`` (phase A writes ``checked_at`` back for every item); SQL
+decisions, and in ``Ledger.record_rows`` (the settled rows, with ``checked_at``, written back for every
+item once the run's safety checks pass); SQL
 statements sent to SQLite (``Ledger.queries``) in total and by ``get_items``. Bar: batched reads —
 ``get_items`` queries ≤ N / 500 + 1 (one ``IN (…)`` query per 500 ids), not one query per item.
 """
@@ -185,7 +186,7 @@ async def _run(n: int, directory: Path) -> dict[str, Any]:
                 get_items_queries += ledger.queries - before
 
         ledger.get_items = _timed(counting_get_items, timings)  # type: ignore[method-assign,assignment]
-        ledger.record_many = _timed(ledger.record_many, timings)  # type: ignore[method-assign,assignment]
+        ledger.record_rows = _timed(ledger.record_rows, timings)  # type: ignore[method-assign,assignment]
         engine._plan = _timed(engine._plan, timings)  # type: ignore[method-assign,assignment]
         queries_before = ledger.queries
         t0 = time.perf_counter()
@@ -207,7 +208,7 @@ async def _run(n: int, directory: Path) -> dict[str, Any]:
         "queries_get_items": get_items_queries,
         "get_items_seconds": timings.get("counting_get_items", 0.0),
         "plan_seconds": timings.get("_plan", 0.0),
-        "record_many_seconds": timings.get("record_many", 0.0),
+        "record_seconds": timings.get("record_rows", 0.0),
         "fingerprint_calls": source.fingerprints,
         "bars": {
             "batched_reads": get_items_queries <= bound,

@@ -2,14 +2,20 @@
 
 The run has two phases so that nothing changes before the whole plan is known:
 
-Phase A (read only)  list targets (with picture etags) and sources, match them, read every matched
-                     source's ImageInfo fingerprint, and decide per pair with
+Listing              both listings stream page by page into the run's store (:mod:`syncd.staging`, a
+                     scratch SQLite database) and are matched there in SQL: memory does not grow
+                     with the number of records.
+Phase A (read only)  walk the pairs in chunks (one batched ledger read per chunk): read each matched
+                     source's ImageInfo fingerprint and decide with
                      :func:`syncd.decisions.decide_before_fetch`: skip / fetch / keep / blank / clear.
-                     Safety stops are checked here: an empty source listing while the ledger knows
+                     The decisions go to the store: settled items (skip, blank, keep) with the ledger
+                     row to record, fetch and clear items with the ledger row they were decided from.
+                     Safety stops are checked next: an empty source listing while the ledger knows
                      items, or more clears than ``limits.max_clears`` — the run stops with nothing
-                     changed unless ``--force``.
-Phase B (writes)     a bounded pool of workers takes the fetch and clear items: download the source
-                     picture, hash it BEFORE any decode, decide again with
+                     changed (not even the ledger) unless ``--force``.
+Phase B (writes)     the settled rows are recorded (a transaction per 2,000); then a bounded pool of
+                     workers takes the fetch and clear items as the store hands them out: download the
+                     source picture, hash it BEFORE any decode, decide again with
                      :func:`syncd.decisions.decide_after_fetch`, normalize off the event loop only when
                      needed, PATCH with ``If-Match`` = the picture etag we listed, and commit the ledger
                      row for that item at once (a crash loses at most the items in flight).
@@ -27,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -55,8 +61,9 @@ from syncd.errors import (
     SyncdError,
     UnreachableError,
 )
-from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem
-from syncd.matcher import MatchResult, Pair, Problem, join
+from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, item_row
+from syncd.matcher import MatchRule, Pair, Problem
+from syncd.staging import CHUNK, Planned, RunStore
 from syncd.superoffice import SuperOfficeClient
 from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
 
@@ -64,7 +71,7 @@ log = structlog.get_logger("syncd.engine")
 
 PENDING = "pending:"  # ledger etag prefix: written, BC did not tell the new etag; confirmed at next listing
 THUMBS_PER_RUN = 20
-SETTLE_BATCH = 2000  # ledger rows phase A records per transaction
+SETTLE_BATCH = 2000  # ledger rows recorded per transaction after phase A (a commit is an fsync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +194,10 @@ class Engine:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: asyncio.Event | None = None,
+        chunk_size: int = CHUNK,
     ) -> None:
         self.config = config
+        self.chunk_size = chunk_size  # pairs per step through the run's store (and per ledger read)
         self.source = source
         self.target = target
         self.ledger = ledger
@@ -245,88 +254,59 @@ class Engine:
         self, mapping: MappingConfig, options: RunOptions, result: RunResult, deadline: float | None = None
     ) -> None:
         kind: SourceKind = mapping.source
-        self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
-        match_field = mapping.match.target if mapping.match else None
-        target_fields = [match_field] if match_field else []
-        targets = [row async for row in self.target.list(mapping.target, target_fields)]
-        self.reporter.phase(mapping.name, f"listing {kind}s", None)
-        columns = [mapping.match.source] if mapping.match else []
-        sources = [row async for row in self.source.list(kind, columns)]
-        known = await self.ledger.count_items(mapping.name) if self.ledger else 0
-        if not sources and known and not options.force:
-            raise SafetyStop(
-                f"mapping {mapping.name!r}: SuperOffice listed no {kind}s, but the ledger knows {known}",
-                hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
-            )
-
-        matched = join(
-            sources,
-            targets,
-            source_column=mapping.match.source if mapping.match else None,
-            target_field=match_field,
-            pairs=mapping.pairs,
+        rule = MatchRule.of(
+            mapping.match.source if mapping.match else None,
+            mapping.match.target if mapping.match else None,
+            mapping.pairs,
         )
-        del targets
-        self._report_problems(kind, matched, result)
-        items = (
-            await self.ledger.get_items(mapping.name, kind, [p.source.id for p in matched.pairs])
-            if self.ledger
-            else {}
-        )
-        watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
-
-        # Phase A: fingerprints and first decisions (read only).
-        self.reporter.phase(mapping.name, "checking pictures", len(matched.pairs))
-        policy = Policy(on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed)
-        unchanged_before = self._trusted_cutoff(watermark, options)
-        work = await self._plan(mapping, matched.pairs, items, policy, options, unchanged_before)
-        if self.stop.is_set():  # stopped while checking: nothing was changed, nothing half-done
-            result.outcome = "interrupted"
-            return
-        clears = [w for w in work if w.action is Pre.CLEAR]
-        self._check_clear_cap(mapping, len(clears), max(known, len(work)), options)
-
-        # Record what phase A settled (skips, blanks, keeps, confirmed etags) in batches: one batch of
-        # N updated rows (and their SQL parameters) would sit in memory next to the listing and the plan.
-        settled: list[LedgerItem] = []
-        phase_b: list[_Work] = []
-        for w in work:
-            if len(settled) >= SETTLE_BATCH and self.ledger and not options.dry_run:
-                await self.ledger.record_many(settled)
-                settled = []
-            if w.known_broken:  # the same undecodable picture as last time: report, don't re-download
-                assert w.item is not None
-                error = w.item.error or "picture cannot be used"
-                result.counts.add(Outcome.FAILED)
-                self.reporter.advance(mapping.name, Outcome.FAILED)
-                entry = PlanEntry(
-                    "failed",
-                    f"{mapping.source} {w.pair.source.id}",
-                    f"{mapping.target} {w.pair.target.number}",
-                    f"{error} (unchanged since last run)",
+        async with RunStore.open(rule, kind, mapping.target) as store:
+            await self._list(mapping, store)
+            known = await self.ledger.count_items(mapping.name) if self.ledger else 0
+            if not await store.count_sources() and known and not options.force:
+                raise SafetyStop(
+                    f"mapping {mapping.name!r}: SuperOffice listed no {kind}s, but the ledger knows {known}",
+                    hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
                 )
-                result.failures.append(entry)
-                result.failed_items.append((w.pair.source.id, _target_label(w.pair), error))
-                if options.dry_run:
-                    result.plan.append(entry)
-                settled.append(replace(w.item, checked_at=now_iso()))
-                continue
-            if w.action in (Pre.FETCH, Pre.CLEAR):
-                phase_b.append(w)
-                continue
-            outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[
-                w.action
-            ]
-            result.counts.add(outcome)
-            self.reporter.advance(mapping.name, outcome)
-            if options.dry_run:
-                result.plan.append(_plan_entry(w, w.action.value))
-            settled.append(self._checked(mapping, w, outcome))
-        if self.ledger and not options.dry_run and settled:
-            await self.ledger.record_many(settled)
+            self._report_problems(kind, await store.match(), result)
+            watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
 
-        # Phase B: fetch, normalize, write, clear.
-        await self._execute(mapping, phase_b, policy, options, result, deadline)
+            # Phase A: fingerprints and first decisions (read only), a chunk of pairs at a time; the
+            # decisions go to the store, so the plan for 200,000 pairs costs no memory either.
+            total = await store.count_pairs()
+            self.reporter.phase(mapping.name, "checking pictures", total)
+            policy = Policy(
+                on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed
+            )
+            unchanged_before = self._trusted_cutoff(watermark, options)
+            settled = _Settled()  # what phase A settled without writing; counted once the caps pass
+            async for pairs in store.pairs(self.chunk_size):
+                items = await self._ledger_items(mapping, pairs)
+                work = await self._plan(mapping, pairs, items, policy, options, unchanged_before)
+                if self.stop.is_set():  # stopped while checking: nothing was changed, nothing half-done
+                    result.outcome = "interrupted"
+                    return
+                rows: list[tuple[int, tuple[Any, ...]]] = []
+                planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
+                for w in work:
+                    if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
+                        row = self._settle(mapping, w, options, settled)
+                        if not options.dry_run:
+                            rows.append((w.pair.source.id, item_row(row)))
+                    else:
+                        item = item_row(w.item) if w.item else None
+                        planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))
+                await store.add_settled(rows)
+                await store.add_plan(planned)
+            clears = await store.count_plan(Pre.CLEAR.value)
+            self._check_clear_cap(mapping, clears, max(known, total), options)
+
+            settled.report(mapping.name, result, self.reporter)
+            if self.ledger and not options.dry_run:
+                async for batch in store.settled(SETTLE_BATCH):  # one transaction per batch
+                    await self.ledger.record_rows(batch)
+            # Phase B: fetch, normalize, write, clear.
+            await self._execute(mapping, store, clears, policy, options, result, deadline)
+            newest = await store.newest_update()
 
         failed = result.counts.by_outcome.get(Outcome.FAILED, 0)
         if result.outcome == "ok" and failed:
@@ -336,10 +316,63 @@ class Engine:
             await self.ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
             # Failed items are retried by their ledger status, not by the watermark, so a partial
             # run may advance it too; an interrupted or budget-limited one may not.
-            if result.outcome in ("ok", "partial"):
-                newest = max((s.updated for s in sources if s.updated), default=None)
-                if newest and (watermark is None or newest > watermark):
-                    await self.ledger.set_watermark(mapping.name, kind, newest)
+            if result.outcome in ("ok", "partial") and newest and (watermark is None or newest > watermark):
+                await self.ledger.set_watermark(mapping.name, kind, newest)
+
+    async def _list(self, mapping: MappingConfig, store: RunStore) -> None:
+        """Stream both listings into the store, a page's worth of rows at a time."""
+        self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
+        target_fields = [mapping.match.target] if mapping.match else []
+        batch: list[Any] = []
+        async for row in self.target.list(mapping.target, target_fields):
+            batch.append(row)
+            if len(batch) >= self.chunk_size:
+                await store.add_targets(batch)
+                batch = []
+        await store.add_targets(batch)
+        self.reporter.phase(mapping.name, f"listing {mapping.source}s", None)
+        columns = [mapping.match.source] if mapping.match else []
+        batch = []
+        async for source in self.source.list(mapping.source, columns):
+            batch.append(source)
+            if len(batch) >= self.chunk_size:
+                await store.add_sources(batch)
+                batch = []
+        await store.add_sources(batch)
+
+    async def _ledger_items(self, mapping: MappingConfig, pairs: list[Pair]) -> dict[int, LedgerItem]:
+        """The ledger rows of ``pairs`` as they apply to the listed BC records: a write whose new etag
+        BC did not tell is confirmed by this listing; a row about another BC record (the key now points
+        elsewhere) does not apply — that pair is a first sync there."""
+        if self.ledger is None:
+            return {}
+        items = await self.ledger.get_items(mapping.name, mapping.source, [p.source.id for p in pairs])
+        out: dict[int, LedgerItem] = {}
+        for p in pairs:
+            item = self._confirm_pending(items.get(p.source.id), p.target.picture)
+            if item is not None and item.target_id in (None, p.target.id):
+                out[p.source.id] = item
+        return out
+
+    def _settle(self, mapping: MappingConfig, w: _Work, options: RunOptions, settled: _Settled) -> LedgerItem:
+        """Phase A's outcome for an item it settles without writing (skip, blank, keep, or a picture
+        known to be broken), noted in ``settled``; returns the ledger row to record."""
+        if w.known_broken:  # the same undecodable picture as last time: report, don't re-download
+            assert w.item is not None
+            error = w.item.error or "picture cannot be used"
+            entry = PlanEntry(
+                "failed",
+                f"{mapping.source} {w.pair.source.id}",
+                f"{mapping.target} {w.pair.target.number}",
+                f"{error} (unchanged since last run)",
+            )
+            settled.add(Outcome.FAILED, entry if options.dry_run else None)
+            settled.failures.append(entry)
+            settled.failed_items.append((w.pair.source.id, _target_label(w.pair), error))
+            return replace(w.item, checked_at=now_iso())
+        outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
+        settled.add(outcome, _plan_entry(w, w.action.value) if options.dry_run else None)
+        return self._checked(mapping, w, outcome)
 
     # -- phase A ---------------------------------------------------------------------------------
     async def _plan(
@@ -384,7 +417,7 @@ class Engine:
             while not queue.empty() and not self.stop.is_set():
                 i = queue.get_nowait()
                 pair = pairs[i]
-                item = self._confirm_pending(items.get(pair.source.id), pair.target.picture)
+                item = items.get(pair.source.id)
                 if (
                     unchanged_before is not None
                     and item is not None
@@ -396,8 +429,6 @@ class Engine:
                 else:
                     fingerprint = await fingerprint_of(pair)
                 tstate = _target_state(pair.target.picture)
-                if item is not None and item.target_id not in (None, pair.target.id):
-                    item = None  # the key now points at another BC record: treat as a first sync there
                 action = decide_before_fetch(
                     item,
                     SourceState(fingerprint=fingerprint),
@@ -508,9 +539,9 @@ class Engine:
             )
         return replace(base, target_etag=w.target.etag, status=outcome, error=None, checked_at=now_iso())
 
-    def _report_problems(self, kind: SourceKind, matched: MatchResult, result: RunResult) -> None:
-        result.match_problems = list(matched.problems)
-        for p in matched.problems:
+    def _report_problems(self, kind: SourceKind, problems: list[Problem], result: RunResult) -> None:
+        result.match_problems = problems
+        for p in problems:
             outcome = Outcome.UNMATCHED if p.kind == "unmatched" else Outcome.AMBIGUOUS
             for _ in p.source_ids:
                 result.counts.add(outcome)
@@ -521,22 +552,37 @@ class Engine:
     async def _execute(
         self,
         mapping: MappingConfig,
-        work: list[_Work],
+        store: RunStore,
+        clears: int,
         policy: Policy,
         options: RunOptions,
         result: RunResult,
         deadline: float | None = None,
     ) -> None:
+        """Phase B: a bounded pool of workers takes the fetch and clear items as the store hands them
+        out, a chunk at a time (the queue holds at most one chunk)."""
         limits = self.config.limits
-        queue: asyncio.Queue[_Work] = asyncio.Queue()
-        for w in work:
-            queue.put_nowait(w)
-        clears = sum(1 for w in work if w.action is Pre.CLEAR)
+        total = await store.count_plan()
+        if not total:
+            return
+        self.reporter.phase(mapping.name, "writing pictures", total)
+        n = min(limits.concurrency, total)
+        queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.chunk_size)
         state = {"taken": 0, "consecutive_unreachable": 0, "thumbs": 0, "clears": clears}
         fatal: list[BaseException] = []
 
+        async def produce() -> None:
+            async for chunk in store.planned(self.chunk_size):
+                for p in chunk:
+                    await queue.put(_work(p))
+            for _ in range(n):
+                await queue.put(None)
+
         async def worker() -> None:
-            while not queue.empty() and not fatal:
+            while not fatal:
+                w = await queue.get()
+                if w is None:
+                    return
                 if self.stop.is_set():
                     result.outcome = "interrupted"
                     return
@@ -548,7 +594,6 @@ class Engine:
                     result.outcome = "budget"
                     result.error = f"max_runtime ({limits.max_runtime:g}s) reached"
                     return
-                w = queue.get_nowait()
                 state["taken"] += 1
                 try:
                     outcome = await self._item(mapping, w, policy, options, result, state)
@@ -567,10 +612,21 @@ class Engine:
                 result.counts.add(outcome)
                 self.reporter.advance(mapping.name, outcome)
 
-        if work:
-            self.reporter.phase(mapping.name, "writing pictures", len(work))
-        n = min(limits.concurrency, max(1, len(work)))
-        await asyncio.gather(*(worker() for _ in range(n)))
+        producer = asyncio.ensure_future(produce())
+        workers = [asyncio.ensure_future(worker()) for _ in range(n)]
+        pending: set[asyncio.Future[None]] = {producer, *workers}
+        try:
+            # Until every worker has ended (done, stopped, out of budget or fatal); a failing producer
+            # (the ledger or the store) or worker ends the run at once.
+            while not all(w.done() for w in workers):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if (exc := task.exception()) is not None:
+                        raise exc
+        finally:
+            for task in (producer, *workers):
+                task.cancel()
+            await asyncio.gather(producer, *workers, return_exceptions=True)
         if fatal:
             raise fatal[0]
 
@@ -884,6 +940,38 @@ def _new_item(mapping: MappingConfig, pair: Pair) -> LedgerItem:
         synced_at=None,
         checked_at=None,
     )
+
+
+def _work(p: Planned) -> _Work:
+    """Phase A's decision for one pair, with the ledger row it saw, as phase B takes it."""
+    item = item_from_row(p.item) if p.item else None
+    target = _target_state(p.pair.target.picture)
+    return _Work(p.pair, item, p.fingerprint, target, Pre(p.action))
+
+
+@dataclass(slots=True)
+class _Settled:
+    """What phase A settled without writing, held back until the safety checks pass: counts per
+    outcome, failures (pictures known to be broken) and, for ``--dry-run``, the plan's lines."""
+
+    counts: dict[Outcome, int] = field(default_factory=dict)
+    plan: list[PlanEntry] = field(default_factory=list)
+    failures: list[PlanEntry] = field(default_factory=list)
+    failed_items: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add(self, outcome: Outcome, entry: PlanEntry | None) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        if entry is not None:
+            self.plan.append(entry)
+
+    def report(self, mapping: str, result: RunResult, reporter: Reporter) -> None:
+        for outcome, n in self.counts.items():
+            for _ in range(n):
+                result.counts.add(outcome)
+                reporter.advance(mapping, outcome)
+        result.plan.extend(self.plan)
+        result.failures.extend(self.failures)
+        result.failed_items.extend(self.failed_items)
 
 
 def _target_label(pair: Pair) -> str:
