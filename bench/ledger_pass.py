@@ -163,7 +163,7 @@ async def _run(n: int, directory: Path) -> dict[str, Any]:
 
         source, target = FakeSource(n), FakeTarget(n)
 
-        async def no_normalizer(data: bytes, profile: Any) -> Any:
+        async def no_normalizer(data: bytes, profile: Any, thumbnail: Any = None) -> Any:
             raise AssertionError("an unchanged item was decoded")
 
         engine = Engine(

@@ -135,17 +135,27 @@ class NullReporter:
         pass
 
 
-Normalizer = Callable[[bytes, imaging.PictureProfile], Awaitable[imaging.NormalizedPicture]]
+class Normalizer(Protocol):
+    """:func:`syncd.imaging.normalize`, awaitable (run off the event loop)."""
+
+    def __call__(
+        self, data: bytes, profile: imaging.PictureProfile, thumbnail: imaging.PictureProfile | None = None
+    ) -> Awaitable[imaging.NormalizedPicture]: ...
 
 
 def executor_normalizer(executor: Executor | None) -> Normalizer:
     """Run :func:`syncd.imaging.normalize` in ``executor`` (threads or processes), off the loop."""
 
-    async def run(data: bytes, profile: imaging.PictureProfile) -> imaging.NormalizedPicture:
+    async def run(
+        data: bytes, profile: imaging.PictureProfile, thumbnail: imaging.PictureProfile | None = None
+    ) -> imaging.NormalizedPicture:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, imaging.normalize, data, profile)
+        return await loop.run_in_executor(executor, imaging.normalize, data, profile, thumbnail)
 
     return run
+
+
+THUMBNAIL = imaging.PictureProfile(max_width=96, max_height=96, format="JPEG", quality=70)
 
 
 def sha256(data: bytes) -> str:
@@ -726,7 +736,8 @@ class Engine:
             return Outcome.WRITTEN
 
         started = time.perf_counter()
-        out = await self.normalizer(data, self.profile)
+        want_thumbs = self.ledger is not None and state["thumbs"] < THUMBS_PER_RUN
+        out = await self.normalizer(data, self.profile, THUMBNAIL if want_thumbs else None)
         self.reporter.normalized(time.perf_counter() - started)
         result.counts.decodes += 1
         output_hash = sha256(out.data)
@@ -768,9 +779,9 @@ class Engine:
                 checked_at=now_iso(),
             )
         )
-        if self.ledger is not None and state["thumbs"] < THUMBS_PER_RUN:
+        if out.source_thumbnail is not None and state["thumbs"] < THUMBS_PER_RUN:
             state["thumbs"] += 1
-            await self._thumbnails(mapping, w, data, out.data)
+            await self._thumbnails(mapping, w, out)
         return Outcome.WRITTEN
 
     async def _write(
@@ -877,12 +888,12 @@ class Engine:
         if self.ledger is not None:
             await asyncio.shield(self.ledger.record(item))
 
-    async def _thumbnails(self, mapping: MappingConfig, w: _Work, source: bytes, output: bytes) -> None:
-        assert self.ledger is not None
-        thumb = imaging.PictureProfile(max_width=96, max_height=96, format="JPEG", quality=70)
+    async def _thumbnails(self, mapping: MappingConfig, w: _Work, out: imaging.NormalizedPicture) -> None:
+        """Keep a before/after pair for the status page: the source from the decode that just happened,
+        and what was written, decoded again (a small picture, so this costs little)."""
+        assert self.ledger is not None and out.source_thumbnail is not None
         try:
-            src = await self.normalizer(source, thumb)
-            dst = await self.normalizer(output, thumb)
+            written = await self.normalizer(out.data, THUMBNAIL)
         except ImageError:
             return
         await self.ledger.add_recent_change(
@@ -890,8 +901,8 @@ class Engine:
             mapping.source,
             w.pair.source.id,
             w.pair.target.number,
-            source_thumb=src.data,
-            output_thumb=dst.data,
+            source_thumb=out.source_thumbnail,
+            output_thumb=written.data,
         )
 
 

@@ -192,6 +192,9 @@ class NormalizedPicture:
     height: int
     content_type: str  # "image/jpeg" | "image/png"
     source_format: str  # what the input was, e.g. "JPEG", "PNG"
+    # The source picture (upright, as a viewer shows it) in the ``thumbnail`` profile, when asked for:
+    # made from the same decode, so a before/after pair costs no second decode of the source.
+    source_thumbnail: bytes | None = field(default=None, repr=False)
 
 
 # --- sniffing -----------------------------------------------------------------------------------------
@@ -446,8 +449,11 @@ def _encode_within(im: Image.Image, profile: PictureProfile) -> tuple[bytes, Ima
 # --- the normalizer -----------------------------------------------------------------------------------
 
 
-def normalize(data: bytes, profile: PictureProfile) -> NormalizedPicture:
-    """Turn untrusted source picture bytes into the profile's target picture.
+def normalize(
+    data: bytes, profile: PictureProfile, thumbnail: PictureProfile | None = None
+) -> NormalizedPicture:
+    """Turn untrusted source picture bytes into the profile's target picture (and, with ``thumbnail``,
+    a thumbnail of the source picture from the same decode).
 
     Raises ``ImageError`` (and nothing else) when the bytes are not a usable picture. Safe to call
     from several threads or processes at once: it changes no global state.
@@ -468,7 +474,7 @@ def normalize(data: bytes, profile: PictureProfile) -> NormalizedPicture:
             hint="add the format to picture.allowed_formats",
         )
     try:
-        return _normalize(data, fmt, profile)
+        return _normalize(data, fmt, profile, thumbnail)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -502,7 +508,9 @@ def _lacks_end_marker(fmt: str, data: bytes) -> bool:
     return False
 
 
-def _normalize(data: bytes, fmt: str, profile: PictureProfile) -> NormalizedPicture:
+def _normalize(
+    data: bytes, fmt: str, profile: PictureProfile, thumbnail: PictureProfile | None = None
+) -> NormalizedPicture:
     with Image.open(io.BytesIO(data), formats=[fmt]) as src:
         width, height = src.size
         if width < 1 or height < 1:
@@ -577,4 +585,17 @@ def _normalize(data: bytes, fmt: str, profile: PictureProfile) -> NormalizedPict
         height=final.height,
         content_type=_CONTENT_TYPES[profile.format],
         source_format=fmt,
+        source_thumbnail=_thumbnail(out, thumbnail) if thumbnail is not None else None,
     )
+
+
+def _thumbnail(picture: Image.Image, profile: PictureProfile) -> bytes:
+    """The upright picture before encoding (RGB or RGBA, at most the output's size) fitted into a
+    thumbnail ``profile``."""
+    small = picture.copy()
+    small.thumbnail((profile.max_width, profile.max_height), Image.Resampling.BICUBIC)
+    if small.mode == "RGBA" and profile.format == "JPEG":
+        flat = Image.new("RGB", small.size, profile.background)
+        flat.paste(small, (0, 0), small.getchannel("A"))
+        small = flat
+    return _encode_within(small, profile)[0]

@@ -627,3 +627,44 @@ def test_pillow_pixel_limit_applies_even_when_the_profile_allows_more() -> None:
     over_pillow_limit = png_file(9500, 9500, zlib.compress(bytes(10_000)))  # 90.25 M > 89.48 M pixels
     with pytest.raises(ImageError, match=r"too many pixels .* > Pillow's Image.MAX_IMAGE_PIXELS=89,478,485"):
         normalize(over_pillow_limit, PictureProfile(max_input_pixels=100_000_000))
+
+
+# --- the source thumbnail (status page's before/after) --------------------------------------------
+
+
+THUMB = PictureProfile(max_width=96, max_height=96, format="JPEG", quality=70)
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_source_thumbnail_comes_from_the_same_decode_upright_and_small(orientation: int) -> None:
+    data = oriented_jpeg(orientation, 480, 640)
+    decodes = []
+    original = ImageFile.ImageFile.load
+
+    def counting_load(image: ImageFile.ImageFile) -> object:
+        if getattr(image, "tile", None):
+            decodes.append(image.format)
+        return original(image)
+
+    ImageFile.ImageFile.load = counting_load  # type: ignore[method-assign,assignment]
+    try:
+        out = normalize(data, PictureProfile(), THUMB)
+    finally:
+        ImageFile.ImageFile.load = original  # type: ignore[method-assign]
+    assert decodes == ["JPEG"], "one decode for the picture and its thumbnail"
+    assert out.source_thumbnail is not None
+    thumb = Image.open(io.BytesIO(out.source_thumbnail))
+    assert thumb.format == "JPEG" and thumb.size == (72, 96)
+    assert close(mean(thumb, (0.1, 0.02, 0.9, 0.15)), BAND_RED, 25), "red band at the top"
+    assert close(mean(thumb, (0.02, 0.22, 0.2, 0.35)), MARK_BLUE, 25), "blue mark at the top left"
+    assert normalize(data, PictureProfile()).source_thumbnail is None
+    assert normalize(data, PictureProfile(), THUMB).data == out.data, "the output does not change"
+
+
+def test_source_thumbnail_of_a_transparent_png_is_flattened_for_jpeg() -> None:
+    out = normalize(rgba_png((240, 160)), PictureProfile(format="PNG"), THUMB)
+    assert out.source_thumbnail is not None
+    thumb = Image.open(io.BytesIO(out.source_thumbnail))
+    assert thumb.mode == "RGB" and thumb.size == (96, 64)
+    assert close(mean(thumb, (0.05, 0.05, 0.35, 0.3)), (255, 255, 255)), "transparent → white"
+    assert close(mean(thumb, (0.7, 0.05, 0.95, 0.3)), (0, 0, 255)), "opaque stays"

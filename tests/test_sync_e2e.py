@@ -12,6 +12,7 @@ import pytest
 from e2e import syncd, write_config
 from PIL import Image, ImageOps
 
+from syncd.ledger import Ledger
 from syncd.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.slow
@@ -92,6 +93,29 @@ async def test_first_run_mirrors_every_matched_picture_upright_small_and_clean(
             key = (exp["target"], target_id)
             current = bc_picture(sandbox, exp["target"], target_id)
             assert (hashlib.sha256(current).hexdigest() if current else None) == before[key]
+
+
+async def test_recent_changes_keep_a_before_and_after_thumbnail_of_what_was_written(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cfg = write_config(sandbox, tmp_path)
+    assert (await syncd("run", "--once", "-c", str(cfg))).code in (0, 2)
+    async with Ledger.open(tmp_path / "ledger.sqlite", readonly=True) as ledger:
+        changes = await ledger.recent_changes("customers")
+    assert len(changes) == 20  # the first 20 written pictures of the run
+    exp = sandbox.dataset.expected["mappings"]["customers"]
+    written = {source_id: target_id for source_id, target_id in exp["written"]}
+    for change in changes:
+        assert change.source_thumb is not None and change.output_thumb is not None
+        before = Image.open(io.BytesIO(change.source_thumb))
+        after = Image.open(io.BytesIO(change.output_thumb))
+        out = bc_picture(sandbox, "customers", written[change.source_id])
+        assert out is not None
+        written_size = Image.open(io.BytesIO(out)).size
+        for thumb in (before, after):
+            assert thumb.format == "JPEG" and max(thumb.size) == min(96, max(written_size))
+            # The same picture as was written: upright, same proportions.
+            assert abs(thumb.width / thumb.height - written_size[0] / written_size[1]) < 0.05
 
 
 async def test_exif_rotated_photo_arrives_upright(sandbox: Sandbox, tmp_path: Path) -> None:
