@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from syncd import matcher
+from syncd.errors import SyncdError
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.types import SourceKind, SourceRow, TargetKind, TargetPicture, TargetRow
 
@@ -90,7 +91,16 @@ class RunStore:
             store._thread.shutdown(wait=False)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except sqlite3.Error as exc:
+            raise SyncdError(
+                f"the run's scratch store failed: {exc}",
+                hint=(
+                    "it is a temporary file in $SQLITE_TMPDIR, $TMPDIR, /var/tmp or /tmp (the first that "
+                    "exists), about 1 KB per listed record: make that directory writable and give it room"
+                ),
+            ) from exc
 
     def _connect(self, path: str) -> None:
         conn = sqlite3.connect(path, isolation_level=None)

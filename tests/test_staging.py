@@ -7,10 +7,12 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from e2e import write_config
 
 from syncd.config import load_config
 from syncd.engine import RunOptions
+from syncd.errors import SyncdError
 from syncd.jobs import run_job
 from syncd.ledger import LedgerItem, item_from_row, item_row
 from syncd.matcher import MatchRule, join, normalize_key
@@ -215,3 +217,10 @@ async def test_a_run_in_chunks_of_seven_ends_like_the_expected_sync(tmp_path: Pa
         assert again.result is not None
         assert sb.bc.log.count(method="PATCH") == patches
         assert again.result.counts.as_dict()["unchanged"] == len(exp["written"])
+
+
+async def test_a_store_that_cannot_be_written_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(SyncdError, match="scratch store failed") as caught:
+        async with RunStore.open(RULE, "contact", "customers", path=str(tmp_path / "missing" / "s.db")):
+            pass
+    assert caught.value.hint is not None and "TMPDIR" in caught.value.hint
