@@ -5,7 +5,8 @@ without surrounding spaces (``" c00012 "`` matches ``"C00012"``). Everything els
 written:
     unmatched   the source has no key, or no BC record carries it
     ambiguous   two or more BC records share the key, or two or more sources do
-Explicit ``pairs`` (source id → BC number) override the rule for the sources they name.
+Explicit ``pairs`` (source id → BC number) override the rule for the sources they name. A BC record that
+two pairs would write to (an explicit pair and the rule, or two explicit pairs) is ambiguous too.
 
 The join runs in SQLite over two listing tables (``source``, ``target``) and fills a third (``pair``):
 a run stages its listings in a scratch database (:mod:`syncd.staging`), so matching 200,000 records
@@ -167,7 +168,29 @@ def match(conn: sqlite3.Connection, rule: MatchRule) -> list[Problem]:
         problem = _problem((sid,), [(str(t), str(n)) for t, n in found], key, "pairs")
         assert problem is not None
         problems.append(problem)
+    problems.extend(_shared_targets(conn))
     problems.sort(key=lambda p: min(p.source_ids))
+    return problems
+
+
+def _shared_targets(conn: sqlite3.Connection) -> list[Problem]:
+    """A BC record that two pairs would write to (an explicit pair naming a record the rule also pairs,
+    or two explicit pairs naming one record): neither pair is made — each run would overwrite the
+    other's picture."""
+    problems = []
+    shared = conn.execute("SELECT target_n FROM pair GROUP BY target_n HAVING count(*) > 1").fetchall()
+    for (n,) in shared:
+        tid, number = conn.execute("SELECT id, number FROM target WHERE n = ?", (n,)).fetchone()
+        claims = conn.execute(
+            "SELECT source_id, key FROM pair WHERE target_n = ? ORDER BY source_id", (n,)
+        ).fetchall()
+        conn.execute("DELETE FROM pair WHERE target_n = ?", (n,))
+        ids = tuple(int(c[0]) for c in claims)
+        detail = (
+            f"{len(ids)} SuperOffice records ({', '.join(map(str, ids))}) would write to Business Central "
+            f"record {number!r} (explicit pairs and the match rule name it)"
+        )
+        problems.append(Problem("ambiguous", str(claims[0][1]), ids, (str(tid),), detail, (str(number),)))
     return problems
 
 

@@ -72,3 +72,31 @@ def test_pairs_alone_need_no_match_rule() -> None:
     )
     assert [(p.source.id, p.target.id) for p in r.pairs] == [(1, "v10")]
     assert r.problems == []  # source 2 is simply not part of this mapping
+
+
+def test_a_record_claimed_by_an_explicit_pair_and_the_rule_gets_neither_picture() -> None:
+    # Source 1 is paired by hand to V00010; source 2's code matches V00010 by the rule. Writing both
+    # would flip the record's picture on every run: neither is paired, both are reported.
+    r = join(
+        [src(1, "C1"), src(2, "V00010"), src(3, "C3")],
+        [tgt("g1", "C1"), tgt("v10", "V00010"), tgt("g3", "C3")],
+        source_column="code",
+        target_field="number",
+        pairs={"1": "V00010"},
+    )
+    assert [(p.source.id, p.target.id) for p in r.pairs] == [(3, "g3")]
+    [problem] = r.problems
+    assert problem.kind == "ambiguous" and problem.source_ids == (1, 2) and problem.target_ids == ("v10",)
+    assert "V00010" in problem.detail
+
+
+def test_two_explicit_pairs_naming_one_record_are_ambiguous() -> None:
+    r = join(
+        [src(1, ""), src(2, "")],
+        [tgt("v10", "V00010")],
+        source_column=None,
+        target_field=None,
+        pairs={"1": "V00010", "2": " v00010 "},
+    )
+    assert r.pairs == []
+    assert [(p.kind, p.source_ids) for p in r.problems] == [("ambiguous", (1, 2))]

@@ -136,6 +136,13 @@ def reference_join(
             paired.add((ids[0], found[0]))
         for i in ids if not (len(found) == 1 and len(ids) == 1) else []:
             problems[i] = "unmatched" if not found else "ambiguous"
+    claims: dict[str, list[int]] = defaultdict(list)
+    for sid, tid in paired:
+        claims[tid].append(sid)
+    for tid, sids in claims.items():
+        if len(sids) > 1:  # one BC record, two pairs: neither
+            paired -= {(sid, tid) for sid in sids}
+            problems.update({sid: "ambiguous" for sid in sids})
     return paired, problems
 
 
