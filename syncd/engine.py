@@ -290,18 +290,25 @@ class Engine:
             unchanged_before = self._trusted_cutoff(watermark, options)
             settled = _Settled()  # what phase A settled without writing; counted once the caps pass
             async for pairs in store.pairs(self.chunk_size):
-                items = await self._ledger_items(mapping, pairs)
+                stored = (
+                    await self.ledger.get_items(mapping.name, kind, [p.source.id for p in pairs])
+                    if self.ledger
+                    else {}
+                )
+                items = self._applicable(stored, pairs)
                 work = await self._plan(mapping, pairs, items, policy, options, unchanged_before)
                 if self.stop.is_set():  # stopped while checking: nothing was changed, nothing half-done
                     result.outcome = "interrupted"
                     return
-                rows: list[tuple[int, tuple[Any, ...]]] = []
+                rows: list[tuple[int, tuple[Any, ...] | None]] = []
                 planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
                 for w in work:
                     if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
                         row = self._settle(mapping, w, options, settled)
-                        if not options.dry_run:
-                            rows.append((w.pair.source.id, item_row(row)))
+                        if not options.dry_run:  # None: the row stays as it is, but for checked_at
+                            before = stored.get(w.pair.source.id)
+                            same = before is not None and replace(before, checked_at=row.checked_at) == row
+                            rows.append((w.pair.source.id, None if same else item_row(row)))
                     else:
                         item = item_row(w.item) if w.item else None
                         planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))
@@ -313,7 +320,9 @@ class Engine:
             settled.report(mapping.name, result, self.reporter)
             if self.ledger and not options.dry_run:
                 async for batch in store.settled(SETTLE_BATCH):  # one transaction per batch
-                    await self.ledger.record_rows(batch)
+                    await self.ledger.record_rows([row for _, row in batch if row is not None])
+                    checked = [sid for sid, row in batch if row is None]
+                    await self.ledger.set_checked(mapping.name, kind, checked, now_iso())
             # Phase B: fetch, normalize, write, clear.
             await self._execute(mapping, store, clears, policy, options, result, deadline)
             newest = await store.newest_update()
@@ -350,13 +359,10 @@ class Engine:
                 batch = []
         await store.add_sources(batch)
 
-    async def _ledger_items(self, mapping: MappingConfig, pairs: list[Pair]) -> dict[int, LedgerItem]:
+    def _applicable(self, items: dict[int, LedgerItem], pairs: list[Pair]) -> dict[int, LedgerItem]:
         """The ledger rows of ``pairs`` as they apply to the listed BC records: a write whose new etag
         BC did not tell is confirmed by this listing; a row about another BC record (the key now points
         elsewhere) does not apply — that pair is a first sync there."""
-        if self.ledger is None:
-            return {}
-        items = await self.ledger.get_items(mapping.name, mapping.source, [p.source.id for p in pairs])
         out: dict[int, LedgerItem] = {}
         for p in pairs:
             item = self._confirm_pending(items.get(p.source.id), p.target.picture)

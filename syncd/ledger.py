@@ -24,7 +24,8 @@ Durability and crash safety
       would stop mirroring those records for good, and with ``overwrite`` it would repeat the PATCHes.
       ``FULL`` fsyncs the WAL at each commit, which shrinks that window to the single item in flight.
       Cost: one fsync per written item (0.24 ms here, a few ms on slow disks), while BC caps a tenant at
-      ~20 requests/s; skip/checked_at updates go through :meth:`record_many` with one fsync per batch.
+      ~20 requests/s; what a run settles without writing goes through :meth:`record_rows` (changed rows)
+      and :meth:`set_checked` (rows where only ``checked_at`` moves) with one fsync per 2,000 items.
     - Secrets are never stored: rows hold ids, hashes, etags and error messages that the clients already
       keep secret-free. The file is created mode 0600 (thumbnails of people's photos are personal data);
       SQLite gives the -wal/-shm files the same mode.
@@ -331,6 +332,7 @@ _UPSERT_ITEM = (
     "wrote_picture = excluded.wrote_picture, error = excluded.error, attempts = excluded.attempts, "
     "synced_at = excluded.synced_at, checked_at = excluded.checked_at"
 )
+_SET_CHECKED = "UPDATE items SET checked_at = ? WHERE mapping = ? AND source_kind = ? AND source_id IN "
 _SELECT_ITEMS = (
     "SELECT mapping, source_kind, source_id, target_kind, status, target_id, target_number, "
     "source_fingerprint, source_hash, output_hash, target_etag, normalizer_version, wrote_picture, error, "
@@ -601,6 +603,17 @@ class Ledger:
         async with self._transaction():
             self.queries += 1
             await self._db.executemany(_UPSERT_ITEM, rows)
+
+    async def set_checked(self, mapping: str, source_kind: str, source_ids: Sequence[int], when: str) -> None:
+        """Set ``checked_at`` of these items, nothing else (a run decided about them and nothing
+        changed): one UPDATE per :data:`CHUNK` ids, one transaction."""
+        if not source_ids:
+            return
+        async with self._transaction():
+            for start in range(0, len(source_ids), CHUNK):
+                chunk = source_ids[start : start + CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                await self._exec(_SET_CHECKED + "(" + marks + ")", (when, mapping, source_kind, *chunk))
 
     # ------------------------------------------------------------------ runs
 

@@ -37,7 +37,7 @@ CREATE TABLE source_data (id INTEGER PRIMARY KEY, updated TEXT);
 CREATE TABLE target_data (n INTEGER PRIMARY KEY, has_picture INTEGER NOT NULL, etag TEXT, width INTEGER,
                           height INTEGER, content_type TEXT, edit_link TEXT);
 CREATE TABLE plan (source_id INTEGER PRIMARY KEY, action TEXT NOT NULL, fingerprint TEXT, item BLOB);
-CREATE TABLE settled (source_id INTEGER PRIMARY KEY, item BLOB NOT NULL);
+CREATE TABLE settled (source_id INTEGER PRIMARY KEY, item BLOB);
 """
 
 # A pair as _pair() reads it: columns 0-10 (phase B's query puts three plan columns before them).
@@ -178,9 +178,10 @@ class RunStore:
         packed = [(sid, action, fp, None if row is None else pack(row)) for sid, action, fp, row in rows]
         await self._call(self._insert, "INSERT OR REPLACE INTO plan VALUES (?, ?, ?, ?)", packed)
 
-    async def add_settled(self, rows: Sequence[tuple[int, Sequence[Any]]]) -> None:
-        """Ledger rows phase A settled, to record once the run's safety checks pass: (source id, row)."""
-        packed = [(sid, pack(row)) for sid, row in rows]
+    async def add_settled(self, rows: Sequence[tuple[int, Sequence[Any] | None]]) -> None:
+        """Ledger rows phase A settled, to record once the run's safety checks pass: (source id, row),
+        row None for an item whose row stays as it is but for the time it was checked."""
+        packed = [(sid, None if row is None else pack(row)) for sid, row in rows]
         await self._call(self._insert, "INSERT OR REPLACE INTO settled VALUES (?, ?)", packed)
 
     def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -200,11 +201,11 @@ class RunStore:
                 Planned(self._pair(r[3:]), r[0], r[1], None if r[2] is None else unpack(r[2])) for r in rows
             ]
 
-    async def settled(self, limit: int) -> AsyncIterator[list[tuple[Any, ...]]]:
-        """The settled ledger rows, by source id, ``limit`` at a time."""
+    async def settled(self, limit: int) -> AsyncIterator[list[tuple[int, tuple[Any, ...] | None]]]:
+        """The settled (source id, ledger row or None) as added, by source id, ``limit`` at a time."""
         sql = "SELECT source_id, item FROM settled WHERE source_id > ? ORDER BY source_id LIMIT ?"
         async for rows in self._pages(sql, limit, key=0):
-            yield [unpack(r[1]) for r in rows]
+            yield [(r[0], None if r[1] is None else unpack(r[1])) for r in rows]
 
     async def _pages(self, sql: str, limit: int, key: int) -> AsyncIterator[list[Any]]:
         """Rows of ``sql`` (parameters: after, limit) a page at a time; column ``key`` is the source id

@@ -134,6 +134,20 @@ async def test_record_many_is_one_transaction(ledger: Ledger):
     assert await ledger.count_items() == 1000
 
 
+async def test_set_checked_moves_only_checked_at_of_the_named_items(ledger: Ledger):
+    await ledger.record_many([item(i, checked_at="2024-01-01T00:00:00+00:00") for i in range(1200)])
+    await ledger.record(item(7, mapping="vendors", checked_at="2024-01-01T00:00:00+00:00"))
+    before = ledger.queries
+    await ledger.set_checked("customers", "contact", list(range(0, 1200, 2)), "2025-06-01T00:00:00+00:00")
+    assert ledger.queries - before == 2 + 2  # BEGIN, 2 updates of up to 500 ids, COMMIT
+    items = await ledger.get_items("customers", "contact", range(1200))
+    for i, it in items.items():
+        expected = "2025-06-01T00:00:00+00:00" if i % 2 == 0 else "2024-01-01T00:00:00+00:00"
+        assert it == item(i, checked_at=expected)
+    [other] = (await ledger.get_items("vendors", "contact", [7])).values()
+    assert other.checked_at == "2024-01-01T00:00:00+00:00"
+
+
 async def test_concurrent_records_from_many_workers_all_land(ledger: Ledger):
     await asyncio.gather(*(ledger.record(item(i)) for i in range(200)))
     assert await ledger.count_items() == 200

@@ -3,6 +3,7 @@ chunks far smaller than its listings ends exactly like the expected sync."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -90,7 +91,7 @@ async def test_plan_and_settled_rows_come_back_as_they_went_in() -> None:
         await store.add_sources([src(i, f"C{i}") for i in range(1, 6)])
         await store.match()
         await store.add_plan([(4, "fetch", "fp4", item_row(item)), (2, "clear", None, None)])
-        await store.add_settled([(5, item_row(item)), (1, item_row(item))])
+        await store.add_settled([(5, item_row(item)), (3, None), (1, item_row(item))])
         assert await store.count_plan() == 2 and await store.count_plan("clear") == 1
         planned = [p async for page in store.planned(limit=1) for p in page]
         settled = [r async for page in store.settled(limit=1) for r in page]
@@ -100,7 +101,7 @@ async def test_plan_and_settled_rows_come_back_as_they_went_in() -> None:
     ]
     assert planned[0].item is None and planned[1].item is not None
     assert item_from_row(planned[1].item) == item
-    assert [item_from_row(r) for r in settled] == [item, item]
+    assert [(sid, r and item_from_row(r)) for sid, r in settled] == [(1, item), (3, None), (5, item)]
 
 
 def reference_join(
@@ -231,3 +232,40 @@ async def test_a_store_that_cannot_be_written_is_a_clear_error_not_a_crash(tmp_p
         async with RunStore.open(RULE, "contact", "customers", path=str(tmp_path / "missing" / "s.db")):
             pass
     assert caught.value.hint is not None and "TMPDIR" in caught.value.hint
+
+
+async def test_confirmed_etags_are_recorded_and_an_unchanged_pass_moves_only_checked_at(
+    tmp_path: Path,
+) -> None:
+    async with Sandbox(seed=5, contacts=40, persons=0) as sb:
+        path = write_config(sb, tmp_path, mappings=[sb.config()["mappings"][0]])
+        config = load_config(path)
+
+        async def run_and_read() -> dict[int, LedgerItem]:
+            async with open_runtime(config) as rt:
+                rt.engine.chunk_size = 7
+                await run_job(rt, config.mappings, RunOptions())
+                assert rt.ledger is not None
+                return {i.source_id: i async for i in rt.ledger.iter_items("customers")}
+
+        first = await run_and_read()
+        written = [i for i in first.values() if i.status is Outcome.WRITTEN]
+        assert written and all(i.target_etag and i.target_etag.startswith("pending:") for i in written)
+
+        second = await run_and_read()  # the listing tells the etags the PATCH replies did not
+        for sid, before in first.items():
+            after = second[sid]
+            if before.status is Outcome.WRITTEN:
+                assert after.target_id is not None
+                record = sb.dataset.bc.get_record(sb.dataset.company_id, "customers", after.target_id)
+                assert record.picture is not None and after.target_etag == record.picture_etag
+                assert after.status is Outcome.UNCHANGED
+
+        third = await run_and_read()
+        assert third.keys() == second.keys()
+        for sid, item in third.items():
+            assert dataclasses.replace(item, checked_at=None) == dataclasses.replace(
+                second[sid], checked_at=None
+            )
+            assert item.checked_at is not None and second[sid].checked_at is not None
+            assert item.checked_at >= second[sid].checked_at
