@@ -280,40 +280,14 @@ class Engine:
             self._report_problems(kind, await store.match(), result)
             watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
 
-            # Phase A: fingerprints and first decisions (read only), a chunk of pairs at a time; the
-            # decisions go to the store, so the plan for 200,000 pairs costs no memory either.
             total = await store.count_pairs()
-            self.reporter.phase(mapping.name, "checking pictures", total)
             policy = Policy(
                 on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed
             )
-            unchanged_before = self._trusted_cutoff(watermark, options)
-            settled = _Settled()  # what phase A settled without writing; counted once the caps pass
-            async for pairs in store.pairs(self.chunk_size):
-                stored = (
-                    await self.ledger.get_items(mapping.name, kind, [p.source.id for p in pairs])
-                    if self.ledger
-                    else {}
-                )
-                items = self._applicable(stored, pairs)
-                work = await self._plan(mapping, pairs, items, policy, options, unchanged_before)
-                if self.stop.is_set():  # stopped while checking: nothing was changed, nothing half-done
-                    result.outcome = "interrupted"
-                    return
-                rows: list[tuple[int, tuple[Any, ...] | None]] = []
-                planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
-                for w in work:
-                    if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
-                        row = self._settle(mapping, w, options, settled)
-                        if not options.dry_run:  # None: the row stays as it is, but for checked_at
-                            before = stored.get(w.pair.source.id)
-                            same = before is not None and replace(before, checked_at=row.checked_at) == row
-                            rows.append((w.pair.source.id, None if same else item_row(row)))
-                    else:
-                        item = item_row(w.item) if w.item else None
-                        planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))
-                await store.add_settled(rows)
-                await store.add_plan(planned)
+            settled = await self._phase_a(mapping, store, total, policy, options, watermark)
+            if settled is None:  # stopped while checking: nothing was changed, nothing half-done
+                result.outcome = "interrupted"
+                return
             clears = await store.count_plan(Pre.CLEAR.value)
             self._check_clear_cap(mapping, clears, max(known, total), options)
 
@@ -337,6 +311,45 @@ class Engine:
             # run may advance it too; an interrupted or budget-limited one may not.
             if result.outcome in ("ok", "partial") and newest and (watermark is None or newest > watermark):
                 await self.ledger.set_watermark(mapping.name, kind, newest)
+
+    async def _phase_a(
+        self,
+        mapping: MappingConfig,
+        store: RunStore,
+        total: int,
+        policy: Policy,
+        options: RunOptions,
+        watermark: str | None,
+    ) -> _Settled | None:
+        """Fingerprints and first decisions (read only), a chunk of pairs at a time. The decisions go
+        to the store, so the plan for 200,000 pairs costs no memory either; what the chunk settles
+        without writing is noted in the returned :class:`_Settled`. None: stopped meanwhile."""
+        self.reporter.phase(mapping.name, "checking pictures", total)
+        unchanged_before = self._trusted_cutoff(watermark, options)
+        settled = _Settled()
+        async for pairs in store.pairs(self.chunk_size):
+            ids = [p.source.id for p in pairs]
+            stored = await self.ledger.get_items(mapping.name, mapping.source, ids) if self.ledger else {}
+            work = await self._plan(
+                mapping, pairs, self._applicable(stored, pairs), policy, options, unchanged_before
+            )
+            if self.stop.is_set():
+                return None
+            rows: list[tuple[int, tuple[Any, ...] | None]] = []
+            planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
+            for w in work:
+                if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
+                    row = self._settle(mapping, w, options, settled)
+                    if not options.dry_run:  # None: the row stays as it is, but for checked_at
+                        before = stored.get(w.pair.source.id)
+                        same = before is not None and replace(before, checked_at=row.checked_at) == row
+                        rows.append((w.pair.source.id, None if same else item_row(row)))
+                else:
+                    item = item_row(w.item) if w.item else None
+                    planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))
+            await store.add_settled(rows)
+            await store.add_plan(planned)
+        return settled
 
     async def _list(self, mapping: MappingConfig, store: RunStore) -> None:
         """Stream both listings into the store, a page's worth of rows at a time."""
