@@ -163,6 +163,11 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
             f"get_items {led['get_items_seconds']:.2f} s, decisions {led['plan_seconds']:.2f} s, "
             f"recording {led['record_seconds']:.2f} s"
         )
+        st = led["steady"]
+        lines.append(
+            f"              steady state (the next pass): {st['seconds']:.2f} s, {st['queries_total']} SQL "
+            f"statements ({st['queries_get_items']} by get_items), recording {st['record_seconds']:.2f} s"
+        )
     for name, r in results.items():
         if "error" in r:
             lines.append(f"! {name}: {r['error']}")

@@ -61,7 +61,7 @@ from syncd.errors import (
     SyncdError,
     UnreachableError,
 )
-from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, item_row
+from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, item_row, same_but_checked
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.staging import CHUNK, Planned, RunStore
 from syncd.superoffice import SuperOfficeClient
@@ -172,8 +172,17 @@ async def sha256_off_loop(data: bytes) -> str:
     return await asyncio.to_thread(sha256, data)
 
 
+_now: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """The current UTC time to the second, ISO 8601 (formatted once per second: phase A stamps 100,000s
+    of rows)."""
+    global _now
+    second = int(time.time())
+    if _now[0] != second:
+        _now = (second, datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds"))
+    return _now[1]
 
 
 @dataclass(slots=True)
@@ -341,9 +350,10 @@ class Engine:
                 if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
                     row = self._settle(mapping, w, options, settled)
                     if not options.dry_run:  # None: the row stays as it is, but for checked_at
+                        values = item_row(row)
                         before = stored.get(w.pair.source.id)
-                        same = before is not None and replace(before, checked_at=row.checked_at) == row
-                        rows.append((w.pair.source.id, None if same else item_row(row)))
+                        same = before is not None and same_but_checked(item_row(before), values)
+                        rows.append((w.pair.source.id, None if same else values))
                 else:
                     item = item_row(w.item) if w.item else None
                     planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))

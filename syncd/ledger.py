@@ -306,6 +306,14 @@ def item_row(item: LedgerItem) -> tuple[Any, ...]:
     )
 
 
+def same_but_checked(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two :func:`item_row` rows differ at most in ``checked_at`` (their last column)."""
+    return a[:-1] == b[:-1]
+
+
+assert _ITEM_COLUMNS[-1] == "checked_at"  # same_but_checked relies on it
+
+
 def _run_from_row(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
         id=row["id"],
