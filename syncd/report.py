@@ -127,7 +127,8 @@ def _listing(
         arrow = f" → {target}" if target else ""
         console.print(f"  {source}{arrow}: {detail}", highlight=False, markup=False, overflow="fold")
     if len(rows) > max_listed:
-        console.print(f"  … and {len(rows) - max_listed} more (see `syncd status`)", highlight=False)
+        more = f"… and {len(rows) - max_listed} more" if max_listed else "listed"
+        console.print(f"  {more} in `syncd status`", highlight=False)
 
 
 def _count(mo: MappingOutcome, key: str) -> str:

@@ -31,6 +31,10 @@ async def test_demo_shows_first_run_writes_and_second_run_writes_nothing(tmp_pat
     second = re.search(r"received (\d+) picture PATCH requests in run 2", out)
     assert first and int(first.group(1)) > 200, out
     assert second and int(second.group(1)) == 0, out
+    # Run 2 repeats run 1's failures and problems without listing them again: it says where they are.
+    run2 = out[out.index("run 2") :]
+    assert "listed in `syncd status`" in run2 and "more in `syncd status`" not in run2, run2
+    assert re.search(r"… and \d+ more in `syncd status`", out[: out.index("run 2")]), out
     assert (tmp_path / "demo" / "syncd.yaml").exists()
     # the status command the demo recommends works on what it left behind
     status = await asyncio.create_subprocess_exec(
