@@ -6,48 +6,31 @@ syncd's own clients make of it.
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from PIL import Image
 
 from syncd.sandbox.superoffice import SANDBOX_SO_PASSWORD, SANDBOX_SO_USER, SOState, SuperOfficeEmulator
+
+from .bc_fixtures import basic, dt, gif, jpeg, png_alpha
 
 TENANT = "Cust00001"
 BROKEN_HTML = b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>"
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def dt(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def jpeg_bytes(size: tuple[int, int] = (40, 30), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+jpeg_bytes = jpeg  # the picture helpers are shared with the Business Central tests (bc_fixtures)
 
 
 def png_alpha_bytes(size: tuple[int, int] = (20, 20)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGBA", size, (0, 128, 255, 100)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_alpha(size)
 
 
 def gif_bytes(size: tuple[int, int] = (16, 16)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("P", size, 3).save(buf, format="GIF")
-    return buf.getvalue()
+    return gif(size)
 
 
 def build_state() -> SOState:
