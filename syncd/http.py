@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiohttp
 
@@ -595,7 +595,7 @@ class PageGuard:
         self._digests: set[bytes] = set()
 
     def follow(self, url: str, params: Mapping[str, str] | None = None) -> None:
-        address = url + ("?" + "&".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "")
+        address = _page_address(url, params)
         if address in self._addresses:
             raise ApiError(
                 f"{self.what}: {self.api} sent a next link to a page already read "
@@ -625,3 +625,11 @@ class PageGuard:
                 hint="the server (or a proxy in front of it) drops $skip/$skiptoken; nothing was changed",
             )
         self._digests.add(digest)
+
+
+def _page_address(url: str, params: Mapping[str, str] | None) -> str:
+    """A page's address as sent, normalized: origin, path, and the query options sorted and unquoted
+    (the first page's ``params`` and a next link naming the same page compare equal)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list((params or {}).items())
+    return f"{origin_of(url)}{unquote(parts.path)}?" + "&".join(f"{k}={v}" for k, v in sorted(query))
