@@ -37,6 +37,7 @@ import binascii
 import hmac
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -535,6 +536,8 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
             if token_type.lower() != "bearer":
                 raise AuthError(f"Entra ID returned a {token_type!r} token, syncd expects a Bearer token")
             lifetime = _number(body.get("expires_in"), default=3600.0)
+            if not 0 <= lifetime <= 86_400:  # a hostile expires_in must not keep a credential forever
+                lifetime = 3600.0
             Secret(body["access_token"], ephemeral=True)  # the bare token is masked in logs too
             _header_safe(body["access_token"], "Entra ID's access token")
             return _Fetched(Secret("Bearer " + body["access_token"], ephemeral=True), lifetime)
@@ -626,10 +629,12 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
 
 
 def _number(value: Any, *, default: float) -> float:
+    """A number from a reply; anything that is not a finite number is ``default``."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return number if math.isfinite(number) else default
 
 
 class _AssertionSigner:
@@ -803,7 +808,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
             header_b64, payload_b64, signature_b64 = token.split(".")
             header = json.loads(_b64url_decode(header_b64))
             claims = json.loads(_b64url_decode(payload_b64))
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             raise AuthError("SuperOffice returned a malformed JWT for the system user ticket") from None
         if not isinstance(claims, dict) or not isinstance(header, dict):
             raise AuthError("SuperOffice returned a malformed JWT for the system user ticket")
