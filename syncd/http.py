@@ -593,6 +593,7 @@ class PageGuard:
         self.pages = 0
         self._addresses: set[str] = set()
         self._digests: set[bytes] = set()
+        self._empty = 0
 
     def follow(self, url: str, params: Mapping[str, str] | None = None) -> None:
         address = _page_address(url, params)
@@ -613,9 +614,20 @@ class PageGuard:
         self._addresses.add(address)
         self.pages += 1
 
+    MAX_EMPTY_PAGES = 50  # consecutive empty pages that still name a next page: a server going nowhere
+
     def rows(self, keys: list[str]) -> None:
         if not keys:
+            self._empty += 1
+            if self._empty > self.MAX_EMPTY_PAGES:
+                raise ApiError(
+                    f"{self.what}: {self._empty} empty pages in a row, each naming a next page; "
+                    f"{self.api}'s paging goes nowhere and the listing would never end",
+                    status=200,
+                    hint="the server's paging is broken; nothing was changed",
+                )
             return
+        self._empty = 0
         digest = hashlib.blake2b("\x00".join(keys).encode(), digest_size=16).digest()
         if digest in self._digests:
             raise ApiError(

@@ -260,6 +260,24 @@ async def test_a_listing_stops_after_max_pages() -> None:
         assert len(server.seen) == 26  # the companies and 25 pages
 
 
+async def test_a_listing_of_empty_pages_that_always_names_a_next_one_ends() -> None:
+    async with Hostile(handler=endless_bc(rows_per_page=0)) as server, new_session() as session:
+        base = f"{server.origin}/v2.0/t/production/api/v2.0"
+        api = ApiClient(
+            api="businesscentral",
+            session=session,
+            auth=BearerAuth(token=Secret("t0ken"), app_token=None),
+            limits=ApiLimits(requests_per_second=1000, concurrency=4),
+            base_url=base,
+        )
+        client = BusinessCentralClient(api, base, "CRONUS")
+        with pytest.raises(ApiError, match="empty pages in a row"):
+            async with asyncio.timeout(RUN_BOUND):
+                async for _ in client.list("customers", []):
+                    pass
+        assert len(server.seen) <= 60
+
+
 async def test_max_runtime_and_the_stop_event_end_a_listing_that_does_not(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb, Hostile(handler=endless_bc(delay=0.01)) as server:
         path = write_config(
