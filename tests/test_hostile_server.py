@@ -13,6 +13,7 @@ import asyncio
 import gzip
 import time
 import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from syncd.ledger import Ledger
 from syncd.runtime import open_runtime
 from syncd.sandbox.server import SANDBOX_BC_CLIENT_SECRET, Sandbox
 from syncd.secrets import Secret
+from syncd.superoffice import SuperOfficeClient
 
 RUN_BOUND = 120  # seconds: a run that does not end within this is a loop (the test fails, never hangs)
 
@@ -425,6 +427,32 @@ async def test_an_error_reply_bomb_is_cut_not_inflated() -> None:
             tracemalloc.stop()
         assert "HTTP 500" in str(caught.value)
         assert peak < 4_000_000
+
+
+async def test_a_deflate_bomb_as_a_picture_is_bounded_by_max_image_bytes() -> None:
+    bomb = zlib.compress(b"\x89PNG" + b"\0" * 30_000_000, 9)
+
+    async def picture(seen: Seen, n: int) -> web.StreamResponse:
+        return web.Response(body=bomb, headers={"Content-Encoding": "deflate", "Content-Type": "image/png"})
+
+    async with Hostile(handler=picture) as server, new_session() as session:
+        base = f"{server.origin}/Cust1/api/v1"
+        api = ApiClient(
+            api="superoffice",
+            session=session,
+            auth=BearerAuth(token=Secret("8A:t0ken"), app_token=None),
+            limits=ApiLimits(requests_per_second=1000, concurrency=4, max_retries=0),
+            base_url=base,
+        )
+        source = SuperOfficeClient(api, base, max_image_bytes=5_000_000)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ApiError, match=r"larger than 5000000 bytes \(after decompression\)"):
+                await source.image("contact", 1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 15_000_000
 
 
 async def test_a_token_endpoint_bomb_is_refused() -> None:
