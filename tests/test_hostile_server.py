@@ -505,6 +505,34 @@ async def test_malformed_bc_records_are_skipped_and_reported_the_rest_syncs(tmp_
         assert (await last_run(path))[0] == "partial"
 
 
+async def test_malformed_superoffice_rows_are_skipped_and_reported(tmp_path: Path) -> None:
+    async with Sandbox(contacts=20, persons=0) as sb:
+
+        def spoil(seen: Seen, reply: Reply) -> None:
+            if seen.path_qs.startswith("/Cust00001/api/v1/Contact?") and reply.status == 200:
+                data = reply.json()
+                if data["value"]:
+                    data["value"][0]["PrimaryKey"] = {"id": data["value"][0]["PrimaryKey"]}
+                    data["value"][1]["code"] = {"DisplayValue": {"nested": ["x"]}}
+                    data["value"].append("not a row")
+                reply.set_json(data)
+
+        async with Hostile(upstream=sb.so_origin, tamper=spoil) as proxy:
+            path = write_config(
+                sb,
+                tmp_path,
+                superoffice={"base_url": sb.so_url.replace(sb.so_origin, proxy.origin)},
+                mappings=customers_only(sb),
+            )
+            outcome = await run_once(path)
+
+        assert outcome.error is None and outcome.result is not None
+        skipped = [f for f in outcome.result.failures if "SuperOffice contact row skipped" in f.detail]
+        assert len(skipped) == 2  # the dict id and the string; the odd column value is only text
+        assert outcome.result.counts.as_dict()["written"] > 5
+        assert (await last_run(path))[0] == "partial"
+
+
 async def test_deeply_nested_json_fails_the_run_and_the_ledger_says_so(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb:
 
