@@ -43,7 +43,7 @@ class FakeSource:
         self.n = n
         self.fingerprints = 0
 
-    async def list(self, kind: SourceKind, columns: Sequence[str]) -> AsyncIterator[SourceRow]:
+    async def list(self, kind: SourceKind, columns: Sequence[str], **_: object) -> AsyncIterator[SourceRow]:
         for i in range(1, self.n + 1):
             yield SourceRow(kind=kind, id=i, columns={"code": f"C{i:06d}"}, updated="2024-12-01T00:00:00")
 
@@ -61,7 +61,7 @@ class FakeTarget:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    async def list(self, kind: TargetKind, fields: Sequence[str]) -> AsyncIterator[TargetRow]:
+    async def list(self, kind: TargetKind, fields: Sequence[str], **_: object) -> AsyncIterator[TargetRow]:
         for i in range(1, self.n + 1):
             yield TargetRow(
                 kind=kind,

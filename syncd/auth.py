@@ -37,6 +37,7 @@ import binascii
 import hmac
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -53,7 +54,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from syncd.errors import AuthError, ConfigError, SyncdError, UnreachableError
-from syncd.http import parse_retry_after
+from syncd.http import DEFAULT_REPLY_BYTES, BadEncoding, ReplyTooLarge, parse_retry_after, read_body
 from syncd.secrets import Secret
 
 __all__ = [
@@ -373,7 +374,13 @@ class _CachedCredentialAuth:
                 ) as resp:
                     status = resp.status
                     content_type = resp.headers.get("Content-Type", "")
-                    raw = await resp.read()
+                    try:  # bounded after decompression, like every reply (a token is a few KB)
+                        raw = await read_body(resp, DEFAULT_REPLY_BYTES)
+                    except (ReplyTooLarge, BadEncoding) as exc:
+                        raise AuthError(
+                            f"{what}: {host} answered with a reply syncd refuses ({exc})",
+                            hint="check the token/login URL: it must be the identity provider's",
+                        ) from None
                     retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
             except TimeoutError:
                 last_problem = f"no answer within {self._timeout:g} s"
@@ -405,10 +412,23 @@ def _parse_retry_after(value: str | None) -> float | None:
     return parse_retry_after(value, now_wall=time.time())
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,16384}")
+
+
+def _header_safe(value: str, what: str) -> None:
+    """A credential obtained at run time goes into a header: printable ASCII without spaces only (a CR/LF
+    would inject headers, and aiohttp refuses it with a ValueError)."""
+    if not _HEADER_SAFE.fullmatch(value):
+        raise AuthError(
+            f"{what} contains characters no credential has (control characters, spaces or non-ASCII)",
+            hint="the token/login URL must be the identity provider's",
+        )
+
+
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
 
 
@@ -516,7 +536,10 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
             if token_type.lower() != "bearer":
                 raise AuthError(f"Entra ID returned a {token_type!r} token, syncd expects a Bearer token")
             lifetime = _number(body.get("expires_in"), default=3600.0)
+            if not 0 <= lifetime <= 86_400:  # a hostile expires_in must not keep a credential forever
+                lifetime = 3600.0
             Secret(body["access_token"], ephemeral=True)  # the bare token is masked in logs too
+            _header_safe(body["access_token"], "Entra ID's access token")
             return _Fetched(Secret("Bearer " + body["access_token"], ephemeral=True), lifetime)
         raise self._error(status, body)
 
@@ -524,8 +547,11 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
         err = body if isinstance(body, dict) else {}
         code = str(err.get("error") or "")
         description = str(err.get("error_description") or "")
+        listed = err.get("error_codes")
         codes = {
-            int(c) for c in err.get("error_codes") or [] if isinstance(c, int | str) and str(c).isdigit()
+            int(c)
+            for c in (listed if isinstance(listed, list) else [])
+            if isinstance(c, int | str) and str(c).isdigit() and len(str(c)) < 12
         }
         codes |= {int(c) for c in re.findall(r"AADSTS(\d+)", description)}
         first_line = description.splitlines()[0].strip() if description else ""
@@ -603,10 +629,12 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
 
 
 def _number(value: Any, *, default: float) -> float:
+    """A number from a reply; anything that is not a finite number is ``default``."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return number if math.isfinite(number) else default
 
 
 class _AssertionSigner:
@@ -759,6 +787,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
         if not _looks_like_jwt(token):
             # ReturnTokenType other than JWT: the token is the ticket itself
             Secret(token, ephemeral=True)
+            _header_safe(token, "SuperOffice's ticket")
             return _Fetched(Secret("SOTicket " + token, ephemeral=True), self._ticket_lifetime)
         Secret(token, ephemeral=True)
         claims = self._jwt_claims(token, now)
@@ -771,6 +800,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
         webapi = claims.get(SO_WEBAPI_URL_CLAIM)
         self.webapi_url = webapi if isinstance(webapi, str) else None
         Secret(ticket, ephemeral=True)
+        _header_safe(ticket, "SuperOffice's ticket")
         return _Fetched(Secret("SOTicket " + ticket, ephemeral=True), self._ticket_lifetime)
 
     def _jwt_claims(self, token: str, now: float) -> dict[str, Any]:
@@ -778,7 +808,7 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
             header_b64, payload_b64, signature_b64 = token.split(".")
             header = json.loads(_b64url_decode(header_b64))
             claims = json.loads(_b64url_decode(payload_b64))
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             raise AuthError("SuperOffice returned a malformed JWT for the system user ticket") from None
         if not isinstance(claims, dict) or not isinstance(header, dict):
             raise AuthError("SuperOffice returned a malformed JWT for the system user ticket")

@@ -16,23 +16,45 @@ the API returns and build them only when absent.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from syncd.errors import ApiError, ConfigError, NotFoundError
-from syncd.http import ApiClient, Response
+import structlog
+
+from syncd.errors import ConfigError, MalformedReplyError, NotFoundError
+from syncd.http import ApiClient, PageGuard, Response
 from syncd.types import TargetKind, TargetPicture, TargetRow
 
 _ROW_ATTRIBUTES = frozenset({"id", "number", "displayName"})  # TargetRow attributes, not kept in fields
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_ETAG = re.compile(r"[\x20-\x7e]{1,1024}")  # printable ASCII: it goes back into an If-Match header
+_MAX_DIMENSION = 100_000
+MAX_PICTURE_BYTES = 20_000_000  # a BC picture read back (after a 409); syncd writes ≤ picture.max_bytes
+
+log = structlog.get_logger("syncd.businesscentral")
+
+
+class MalformedRecord(MalformedReplyError):
+    """One listed record that does not have the documented shape (skipped and reported)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=200)
 
 
 class BusinessCentralClient:
-    def __init__(self, api: ApiClient, base_url: str, company: str, *, page_size: int = 1000) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        base_url: str,
+        company: str,
+        *,
+        page_size: int = 1000,
+        max_picture_bytes: int = MAX_PICTURE_BYTES,
+    ) -> None:
         self.api = api
+        self.max_picture_bytes = max_picture_bytes
         self.base_url = base_url.rstrip("/")
         self.company = company
         self.page_size = page_size
@@ -53,7 +75,13 @@ class BusinessCentralClient:
         if self.company_id:
             return self.company_id
         resp = await self.api.request("GET", f"{self.base_url}/companies", what="list companies")
-        companies = [c for c in (resp.json() or {}).get("value", []) if isinstance(c, dict)]
+        data = resp.json()
+        rows = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise MalformedReplyError(
+                "list companies: unexpected reply (no 'value' list)", status=resp.status
+            )
+        companies = [c for c in rows if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
         wanted = self.company.strip()
         for c in companies:
             if str(c.get("id", "")).lower() == wanted.lower():
@@ -85,54 +113,101 @@ class BusinessCentralClient:
         return f"{url}({record_id})" if record_id else url
 
     # -- listing --------------------------------------------------------------------------------
-    async def list(self, kind: TargetKind, fields: Sequence[str]) -> AsyncIterator[TargetRow]:
-        """Every record of ``kind`` with its picture, one page at a time."""
+    async def list(
+        self,
+        kind: TargetKind,
+        fields: Sequence[str],
+        *,
+        on_bad: Callable[[str], None] | None = None,
+    ) -> AsyncIterator[TargetRow]:
+        """Every record of ``kind`` with its picture, one page at a time.
+
+        Bounded (see :class:`syncd.http.PageGuard`): each page by ``limits.max_page_bytes``, the listing
+        by ``limits.max_pages``; a next link seen before, or a page repeating an earlier one, is an
+        error. A record without the documented shape is skipped and told to ``on_bad`` (a line of text).
+        """
         await self.resolve_company()
         select = list(dict.fromkeys(["id", "number", "displayName", *fields]))
         extra = tuple(f for f in select if f not in _ROW_ATTRIBUTES)
         url: str | None = self._entity_url(kind)
         params: dict[str, str] | None = {"$select": ",".join(select), "$expand": "picture"}
         headers = {"Prefer": f"odata.maxpagesize={self.page_size}", "Accept": "application/json"}
+        limits = self.api.limits
+        guard = PageGuard(f"list {kind}", api=self.api.api, max_pages=limits.max_pages)
+        page_bytes = limits.max_page_bytes
         while url:
-            resp = await self.api.request("GET", url, params=params, headers=headers, what=f"list {kind}")
+            guard.follow(url, params)
+            resp = await self.api.request(
+                "GET", url, params=params, headers=headers, max_bytes=page_bytes, what=f"list {kind}"
+            )
             data = resp.json()
             if not isinstance(data, dict) or not isinstance(data.get("value"), list):
-                raise ApiError(f"list {kind}: unexpected reply (no 'value' list)", status=resp.status)
+                raise MalformedReplyError(
+                    f"list {kind}: unexpected reply (no 'value' list)", status=resp.status
+                )
+            keys: list[str] = []
             for raw in data["value"]:
-                if isinstance(raw, dict) and raw.get("id"):
-                    yield self._row(kind, raw, extra)
-            url = data.get("@odata.nextLink")
+                try:
+                    row = self._row(kind, raw, extra)
+                except MalformedRecord as exc:
+                    _bad(on_bad, f"Business Central {kind} record skipped: {exc}")
+                    continue
+                keys.append(row.id)
+                yield row
+            guard.rows(keys)
+            link = data.get("@odata.nextLink")
+            if link is not None and not isinstance(link, str):
+                raise MalformedReplyError(f"list {kind}: @odata.nextLink is not a link", status=resp.status)
+            url = link or None
             params = None  # the next link carries every query option; follow it unchanged
 
-    def _row(self, kind: TargetKind, raw: dict[str, Any], extra: Sequence[str] = ()) -> TargetRow:
+    def _row(self, kind: TargetKind, raw: Any, extra: Sequence[str] = ()) -> TargetRow:
         """A listed record, slim: the engine holds one per record for the whole run, so ``fields`` keeps
-        only the ``extra`` fields asked for (id, number and displayName are attributes already)."""
+        only the ``extra`` fields asked for (id, number and displayName are attributes already).
+        Raises :class:`MalformedRecord` for a record without the documented shape."""
+        if not isinstance(raw, dict):
+            raise MalformedRecord(f"not an object ({type(raw).__name__})")
+        record_id = raw.get("id")
+        if not isinstance(record_id, str) or not record_id.strip() or len(record_id) > 100:
+            raise MalformedRecord("no usable id")
+        label = f"id {record_id!r}"
+        number = _scalar(raw.get("number"), f"{label}: number")
+        name = _scalar(raw.get("displayName"), f"{label}: displayName")
         pic_raw = raw.get("picture")
         if isinstance(pic_raw, dict) and isinstance(pic_raw.get("value"), list):
             pic_raw = pic_raw["value"]
         if isinstance(pic_raw, list):  # v1.0/beta: picture is a collection
             pic_raw = pic_raw[0] if pic_raw else None
-        picture = self._picture(kind, str(raw["id"]), pic_raw) if isinstance(pic_raw, dict) else None
+        if pic_raw is not None and not isinstance(pic_raw, dict):
+            raise MalformedRecord(f"{label}: picture is not an object")
+        try:
+            picture = self._picture(kind, record_id, pic_raw) if pic_raw is not None else None
+        except MalformedReplyError as exc:
+            raise MalformedRecord(f"{label}: {exc.message}") from None
         return TargetRow(
             kind=kind,
-            id=str(raw["id"]),
-            number=str(raw.get("number") or ""),
-            display_name=str(raw.get("displayName") or ""),
-            fields={k: raw[k] for k in extra if k in raw},
+            id=record_id,
+            number=number,
+            display_name=name,
+            fields={k: _field(raw[k], f"{label}: {k}") for k in extra if k in raw},
             picture=picture,
         )
 
     def _picture(self, kind: TargetKind, record_id: str, raw: dict[str, Any]) -> TargetPicture:
+        """The picture object as documented; :class:`MalformedReplyError` for one that is not (a width
+        that is no number, an etag with control characters, a link that is not a string)."""
         edit = raw.get(f"{self._stream}@odata.mediaEditLink") or raw.get("pictureContent@odata.mediaEditLink")
         edit = edit or raw.get("content@odata.mediaEditLink")
+        if edit is not None and not isinstance(edit, str):
+            raise MalformedReplyError("picture media link is not a string", status=200)
         if edit and self.company_id and edit == self._built_media_link(kind, record_id):
             edit = None  # the link media_link() builds anyway: not kept once per record (~230 bytes)
         return TargetPicture(
-            etag=raw.get("@odata.etag"),
-            width=int(raw.get("width") or 0),
-            height=int(raw.get("height") or 0),
-            content_type=sys.intern(str(raw.get("contentType") or "")),
-            edit_link=str(edit) if edit else None,
+            etag=clean_etag(raw.get("@odata.etag")),
+            width=_dimension(raw.get("width"), "width"),
+            height=_dimension(raw.get("height"), "height"),
+            content_type=sys.intern(_scalar(raw.get("contentType"), "picture contentType")[:100]),
+            edit_link=edit or None,
         )
 
     def media_link(self, kind: TargetKind, record_id: str, picture: TargetPicture | None) -> str:
@@ -157,8 +232,11 @@ class BusinessCentralClient:
         if isinstance(data, dict) and isinstance(data.get("value"), list):
             data = data["value"][0] if data["value"] else {}
         if not isinstance(data, dict):
-            raise ApiError(f"{kind} {record_id} picture: unexpected reply", status=resp.status)
-        return self._picture(kind, record_id, data)
+            raise MalformedReplyError(f"{kind} {record_id} picture: unexpected reply", status=resp.status)
+        try:
+            return self._picture(kind, record_id, data)
+        except MalformedReplyError as exc:
+            raise MalformedReplyError(f"{kind} {record_id} picture: {exc.message}", status=200) from None
 
     async def picture_content(self, kind: TargetKind, record_id: str, picture: TargetPicture) -> bytes:
         await self.resolve_company()
@@ -166,6 +244,7 @@ class BusinessCentralClient:
             "GET",
             self.media_link(kind, record_id, picture),
             allow=(204,),
+            max_bytes=self.max_picture_bytes,
             what=f"{kind} {record_id} picture content",
         )
         return resp.body if resp.status == 200 else b""
@@ -205,19 +284,71 @@ class BusinessCentralClient:
 
 
 def _etag_of(resp: Response) -> str | None:
+    """The new picture etag a write's reply tells, or None (then the next listing confirms it)."""
     if resp.body:
         try:
-            data = json.loads(resp.body)
+            data = resp.json()
         except ValueError:
             data = None
         if isinstance(data, dict):
             if isinstance(data.get("value"), list) and data["value"]:
                 data = data["value"][0]
-            etag = data.get("@odata.etag") if isinstance(data, dict) else None
-            if etag:
-                return str(etag)
-    header = resp.headers.get("ETag")
-    return header or None
+            if isinstance(data, dict) and data.get("@odata.etag"):
+                try:
+                    return clean_etag(data.get("@odata.etag"))
+                except MalformedReplyError:
+                    return None
+    try:
+        return clean_etag(resp.headers.get("ETag") or None)
+    except MalformedReplyError:
+        return None
+
+
+def clean_etag(value: Any) -> str | None:
+    """An etag as BC sends it (``W/"JzQ0O…"``): printable ASCII, or :class:`MalformedReplyError` —
+    an etag is sent back in ``If-Match``, where a CR/LF would be a header injection."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ETAG.fullmatch(value):
+        raise MalformedReplyError("picture etag is not a printable string", status=200)
+    return value
+
+
+def _dimension(value: Any, what: str) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise MalformedReplyError(f"picture {what} is not a number", status=200)
+    try:
+        number = int(value)
+    except (ValueError, OverflowError):
+        raise MalformedReplyError(f"picture {what} {str(value)[:20]!r} is not a number", status=200) from None
+    if not 0 <= number <= _MAX_DIMENSION:
+        raise MalformedReplyError(f"picture {what} {number} is out of range", status=200)
+    return number
+
+
+def _scalar(value: Any, what: str) -> str:
+    """A text field: a string or number as text, missing as ""; a dict or list is a malformed record."""
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise MalformedRecord(f"{what} is not text ({type(value).__name__})")
+
+
+def _field(value: Any, what: str) -> Any:
+    """A match field's value: a scalar (kept as it is) or null; a dict or list is a malformed record."""
+    if value is None or isinstance(value, bool):
+        return value
+    _scalar(value, what)
+    return value
+
+
+def _bad(on_bad: Callable[[str], None] | None, text: str) -> None:
+    log.warning("malformed record skipped", detail=text)
+    if on_bad is not None:
+        on_bad(text)
 
 
 def is_guid(value: str) -> bool:

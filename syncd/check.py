@@ -49,7 +49,17 @@ from syncd.auth import (
 from syncd.businesscentral import BusinessCentralClient
 from syncd.config import ApiLimits, Config
 from syncd.errors import ApiError, AuthError, ConfigError, ExitCode, SyncdError, UnreachableError
-from syncd.http import ApiClient, Response, error_detail, network_problem, new_session
+from syncd.http import (
+    DEFAULT_REPLY_BYTES,
+    ApiClient,
+    BadEncoding,
+    ReplyTooLarge,
+    Response,
+    error_detail,
+    network_problem,
+    new_session,
+    read_body,
+)
 from syncd.jobs import SEVERITY
 from syncd.logs import redact_text
 from syncd.runtime import businesscentral_auth, superoffice_auth
@@ -215,16 +225,25 @@ def _is_permission_problem(resp: Response) -> bool:
 # -- SuperOffice -------------------------------------------------------------------------------------
 
 
-def so_state_url(base_url: str, tenant: str) -> str:
-    """Where the tenant status lives: ``https://online3.superoffice.com/Cust1/api/v1`` →
+SO_ONLINE_HOST = re.compile(r"(sod|qaonline|online)\d*\.superoffice\.com", re.IGNORECASE)
+
+
+def so_state_url(base_url: str, tenant: str, configured: str | None = None) -> str | None:
+    """Where the tenant status lives, or None where there is none to ask.
+
+    SuperOffice runs the service on its own online hosts only (``sod``, ``qaonline``, ``online``, see
+    superoffice-api.md): ``https://online3.superoffice.com/Cust1/api/v1`` →
     ``https://online.superoffice.com/api/state/Cust1`` (load-balanced hosts answer on the environment's
-    main host); elsewhere (sandbox, onsite) on the base URL's own host."""
+    main host). A reverse proxy, an onsite server or any other host has no ``/api/state``: nothing is
+    probed there (``superoffice.state_url`` names the service explicitly, e.g. for an emulator)."""
+    if configured:
+        return f"{configured.rstrip('/')}/{tenant}"
     parts = urlsplit(base_url)
     host = parts.hostname or ""
-    if host.endswith(".superoffice.com"):
-        env = host.split(".")[0].rstrip("0123456789")
-        return f"{parts.scheme}://{env}.superoffice.com/api/state/{tenant}"
-    return f"{parts.scheme}://{parts.netloc}/api/state/{tenant}"
+    if parts.scheme == "https" and SO_ONLINE_HOST.fullmatch(host):
+        env = host.split(".")[0].rstrip("0123456789").lower()
+        return f"https://{env}.superoffice.com/api/state/{tenant}"
+    return None
 
 
 async def _check_superoffice(config: Config, out: list[Finding]) -> None:
@@ -234,9 +253,10 @@ async def _check_superoffice(config: Config, out: list[Finding]) -> None:
     online_tenant = bool(re.fullmatch(r"cust\d+", tenant, re.IGNORECASE))
     async with new_session(connect_timeout=limits.connect_timeout) as session:
         auth = superoffice_auth(cfg, attempts=1, timeout=limits.timeout)
-        api = ApiClient(api="superoffice", session=session, auth=auth, limits=limits)
-        if online_tenant:
-            await _so_tenant_state(session, cfg.base_url, tenant, limits, out)
+        api = ApiClient(api="superoffice", session=session, auth=auth, limits=limits, base_url=cfg.base_url)
+        state_url = so_state_url(cfg.base_url, tenant, cfg.state_url)
+        if online_tenant and state_url is not None:
+            await _so_tenant_state(session, state_url, cfg.base_url, tenant, limits, out)
         if isinstance(auth, SuperOfficeSystemUserAuth):
             await _so_system_user(session, auth, out)
         kinds = list(dict.fromkeys(m.source for m in config.mappings))
@@ -245,11 +265,16 @@ async def _check_superoffice(config: Config, out: list[Finding]) -> None:
 
 
 async def _so_tenant_state(
-    session: aiohttp.ClientSession, base_url: str, tenant: str, limits: ApiLimits, out: list[Finding]
+    session: aiohttp.ClientSession,
+    url: str,
+    base_url: str,
+    tenant: str,
+    limits: ApiLimits,
+    out: list[Finding],
 ) -> None:
-    """``GET /api/state/{tenant}`` (no auth): tells an unknown tenant and maintenance apart from the rest.
-    A state service that does not answer usefully proves nothing; the listing will tell."""
-    url = so_state_url(base_url, tenant)
+    """``GET /api/state/{tenant}`` (no auth): tells maintenance and a deleted tenant apart from the rest.
+    A state service that does not answer usefully (a 404 included: the service may be missing, or not
+    know a tenant that exists) proves nothing; the authenticated listing decides."""
     same_host = _host(url) == _host(base_url)
     try:
         async with session.get(
@@ -259,7 +284,9 @@ async def _so_tenant_state(
             allow_redirects=False,
         ) as resp:
             status = resp.status
-            body = await resp.read()
+            body = await read_body(resp, DEFAULT_REPLY_BYTES, truncate=True)
+    except (BadEncoding, ReplyTooLarge):
+        return
     except (aiohttp.ClientError, TimeoutError) as exc:
         if same_host:
             raise _fail(
@@ -269,8 +296,6 @@ async def _so_tenant_state(
                 ExitCode.RETRYABLE,
             ) from None
         return
-    if status == 404:
-        raise _tenant_not_found(tenant, f"the tenant status service at {_host(url)} does not know it")
     if status != 200:
         return
     try:
@@ -424,7 +449,14 @@ async def _check_businesscentral(config: Config, out: list[Finding]) -> None:
     limits = _quick(cfg.limits)
     async with new_session(connect_timeout=limits.connect_timeout) as session:
         auth = businesscentral_auth(cfg, attempts=1, timeout=limits.timeout)
-        api = ApiClient(api="businesscentral", session=session, auth=auth, limits=limits, burst=limits.burst)
+        api = ApiClient(
+            api="businesscentral",
+            session=session,
+            auth=auth,
+            limits=limits,
+            burst=limits.burst,
+            base_url=cfg.base_url,
+        )
         if isinstance(auth, ClientCredentialsAuth):
             await _bc_token(session, auth, out)
         await _bc_companies(api, cfg.base_url, out)

@@ -176,6 +176,11 @@ class ApiLimits(_Model):
     burst: float | None = Field(
         default=None, ge=1
     )  # requests that may go at once after idling (default: 1 s worth)
+    # Every reply is bounded, counted after decompression: listing pages by max_page_bytes, every other
+    # reply (metadata, errors, tokens) by max_reply_bytes; a listing ends after max_pages pages at most.
+    max_reply_bytes: Size = Field(default=1_000_000, ge=1024)
+    max_page_bytes: Size = Field(default=50_000_000, ge=1024)
+    max_pages: int = Field(default=10_000, ge=1)
 
 
 def _so_limits() -> ApiLimits:
@@ -188,9 +193,21 @@ def _bc_limits() -> ApiLimits:
     return ApiLimits(requests_per_second=18, concurrency=5)
 
 
+def _no_userinfo(url: str) -> None:
+    """A base_url must not carry credentials (``https://user:pass@host/…``): they would be sent to
+    whoever the URL names and printed wherever the URL is. The value itself is never echoed."""
+    if "@" in urlsplit(url).netloc:
+        raise ValueError(
+            "must not contain a user name or password (user:password@host); put credentials under auth:"
+        )
+
+
 class SuperOfficeConfig(_Model):
     base_url: str
     auth: SOAuth
+    # The tenant status service (GET {state_url}/{ContextIdentifier}, no auth). Default: SuperOffice's
+    # own https://{sod|qaonline|online}.superoffice.com/api/state for its online hosts, none elsewhere.
+    state_url: str | None = None
     limits: ApiLimits = Field(default_factory=_so_limits)
     page_size: int = Field(default=500, ge=1, le=5000)
     max_image_bytes: Size = 20_000_000
@@ -205,10 +222,22 @@ class SuperOfficeConfig(_Model):
     def _check_base_url(cls, v: str) -> str:
         v = v.rstrip("/")
         parts = urlsplit(v)
+        _no_userinfo(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL like https://online.superoffice.com/Cust12345/api/v1")
         if not parts.path.lower().endswith("/api/v1"):
             raise ValueError("must end with /api/v1, e.g. https://online.superoffice.com/Cust12345/api/v1")
+        return v
+
+    @field_validator("state_url")
+    @classmethod
+    def _check_state_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.rstrip("/")
+        _no_userinfo(v)
+        if urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).netloc:
+            raise ValueError("must be an http(s) URL like https://online.superoffice.com/api/state")
         return v
 
     @property
@@ -230,6 +259,7 @@ class BusinessCentralConfig(_Model):
     def _check_base_url(cls, v: str) -> str:
         v = v.rstrip("/")
         parts = urlsplit(v)
+        _no_userinfo(v)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL ending in /api/v2.0, /api/v1.0 or /api/beta")
         if not re.search(r"/api/(v2\.0|v1\.0|beta)$", parts.path):

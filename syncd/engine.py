@@ -252,6 +252,10 @@ class Engine:
         except asyncio.CancelledError:
             result.outcome, result.error = "interrupted", "cancelled"
             raise
+        except Exception as exc:  # a bug or a reply nobody foresaw: the ledger says so, never "ok"
+            result.outcome, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"[:2000]
+            bound.error("run failed", error=result.error)
+            raise
         finally:
             result.finished = time.time()
             if writable and result.run_id is not None:
@@ -279,7 +283,9 @@ class Engine:
             mapping.pairs,
         )
         async with RunStore.open(rule, kind, mapping.target) as store:
-            await self._list(mapping, store)
+            stopped = await self._list(mapping, store, result, deadline)
+            if stopped:  # max_runtime or a stop request while listing: nothing was changed
+                return
             known = await self.ledger.count_items(mapping.name) if self.ledger else 0
             if not await store.count_sources() and known and not options.force:
                 raise SafetyStop(
@@ -293,9 +299,13 @@ class Engine:
             policy = Policy(
                 on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed
             )
-            settled = await self._phase_a(mapping, store, total, policy, options, watermark)
+            settled = await self._phase_a(mapping, store, total, policy, options, watermark, deadline)
             if settled is None:  # stopped while checking: nothing was changed, nothing half-done
-                result.outcome = "interrupted"
+                if self.stop.is_set():
+                    result.outcome = "interrupted"
+                else:
+                    result.outcome = "budget"
+                    result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while checking"
                 return
             clears = await store.count_plan(Pre.CLEAR.value)
             self._check_clear_cap(mapping, clears, max(known, total), options)
@@ -329,6 +339,7 @@ class Engine:
         policy: Policy,
         options: RunOptions,
         watermark: str | None,
+        deadline: float | None = None,
     ) -> _Settled | None:
         """Fingerprints and first decisions (read only), a chunk of pairs at a time. The decisions go
         to the store, so the plan for 200,000 pairs costs no memory either; what the chunk settles
@@ -340,9 +351,9 @@ class Engine:
             ids = [p.source.id for p in pairs]
             stored = await self.ledger.get_items(mapping.name, mapping.source, ids) if self.ledger else {}
             work = await self._plan(
-                mapping, pairs, self._applicable(stored, pairs), policy, options, unchanged_before
+                mapping, pairs, self._applicable(stored, pairs), policy, options, unchanged_before, deadline
             )
-            if self.stop.is_set():
+            if self.stop.is_set() or (deadline is not None and self.clock() >= deadline):
                 return None
             rows: list[tuple[int, tuple[Any, ...] | None]] = []
             planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
@@ -361,12 +372,42 @@ class Engine:
             await store.add_plan(planned)
         return settled
 
-    async def _list(self, mapping: MappingConfig, store: RunStore) -> None:
+    async def _list(
+        self, mapping: MappingConfig, store: RunStore, result: RunResult, deadline: float | None
+    ) -> bool:
+        """Both listings into the store, bounded by ``max_runtime`` and the stop event (a listing that
+        does not end, or a stalled page, cannot hold the run); True when stopped (outcome set). Records
+        the listings skipped as malformed are reported as failures."""
+        bad: list[str] = []
+        listing = asyncio.ensure_future(self._list_all(mapping, store, bad.append))
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            await asyncio.wait({listing, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not listing.done():
+                listing.cancel()
+                await asyncio.gather(listing, return_exceptions=True)
+        if not listing.cancelled():
+            listing.result()  # a listing error fails the run
+            for text in bad:
+                result.counts.add(Outcome.FAILED)
+                result.failures.append(PlanEntry("failed", "(listing)", "", text))
+            return False
+        if self.stop.is_set():
+            result.outcome = "interrupted"
+        else:
+            result.outcome = "budget"
+            result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while listing"
+        return True
+
+    async def _list_all(self, mapping: MappingConfig, store: RunStore, on_bad: Callable[[str], None]) -> None:
         """Stream both listings into the store, a page's worth of rows at a time."""
         self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
         target_fields = [mapping.match.target] if mapping.match else []
         batch: list[Any] = []
-        async for row in self.target.list(mapping.target, target_fields):
+        async for row in self.target.list(mapping.target, target_fields, on_bad=on_bad):
             batch.append(row)
             if len(batch) >= self.chunk_size:
                 await store.add_targets(batch)
@@ -375,7 +416,7 @@ class Engine:
         self.reporter.phase(mapping.name, f"listing {mapping.source}s", None)
         columns = [mapping.match.source] if mapping.match else []
         batch = []
-        async for source in self.source.list(mapping.source, columns):
+        async for source in self.source.list(mapping.source, columns, on_bad=on_bad):
             batch.append(source)
             if len(batch) >= self.chunk_size:
                 await store.add_sources(batch)
@@ -422,6 +463,7 @@ class Engine:
         policy: Policy,
         options: RunOptions,
         unchanged_before: datetime | None = None,
+        deadline: float | None = None,
     ) -> list[_Work]:
         work: list[_Work | None] = [None] * len(pairs)
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -454,6 +496,8 @@ class Engine:
 
         async def worker() -> None:
             while not queue.empty() and not self.stop.is_set():
+                if deadline is not None and self.clock() >= deadline:
+                    return  # max_runtime: _phase_a sees it and stops the run before any change
                 i = queue.get_nowait()
                 pair = pairs[i]
                 item = items.get(pair.source.id)

@@ -71,6 +71,19 @@ class ApiError(SyncdError):
         self.code = code
 
 
+class ForeignOriginError(ApiError):
+    """A reply pointed at another origin (scheme, host, port) than the configured base_url: syncd sends
+    no request there (credentials and pictures go only to the configured origin)."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class MalformedReplyError(ApiError, ValueError):
+    """A reply that is not what the API documents (not JSON, nested too deeply, wrong types).
+
+    Also a ``ValueError``, so callers that treated undecodable JSON as "no information" keep doing so."""
+
+
 class PermissionDeniedError(ApiError):
     exit_code = ExitCode.AUTH
 

@@ -152,6 +152,7 @@ async def open_runtime(
             auth=superoffice_auth(config.superoffice, clock),
             limits=config.superoffice.limits,
             observer=observer,
+            base_url=config.superoffice.base_url,  # credentials go to this origin only
         )
         bc_api = ApiClient(
             api="businesscentral",
@@ -160,6 +161,7 @@ async def open_runtime(
             limits=config.businesscentral.limits,
             burst=config.businesscentral.limits.burst,
             observer=observer,
+            base_url=config.businesscentral.base_url,
         )
         source = SuperOfficeClient(
             so_api,

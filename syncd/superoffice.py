@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import urljoin
 
-from syncd.errors import ApiError, NotFoundError
-from syncd.http import ApiClient
+import structlog
+
+from syncd.errors import ApiError, MalformedReplyError, NotFoundError
+from syncd.http import ApiClient, PageGuard, parse_json
 from syncd.types import SourceKind, SourceRow
 
 _ENTITY = {"contact": "Contact", "person": "Person"}
 ID_COLUMN = {"contact": "contactId", "person": "personId"}
 UPDATED_COLUMN = {"contact": "updatedDate", "person": "personUpdatedDate"}
 IMAGE_ACCEPT = "image/png, image/jpeg, image/gif, image/tiff, image/*"
+
+log = structlog.get_logger("syncd.superoffice")
 
 
 class SuperOfficeClient:
@@ -39,11 +42,19 @@ class SuperOfficeClient:
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path}"
 
-    async def list(self, kind: SourceKind, columns: Sequence[str]) -> AsyncIterator[SourceRow]:
+    async def list(
+        self,
+        kind: SourceKind,
+        columns: Sequence[str],
+        *,
+        on_bad: Callable[[str], None] | None = None,
+    ) -> AsyncIterator[SourceRow]:
         """All rows of the contact (SimpleContact) or person archive, ordered by id.
 
         Pages with ``$top``/``$skip`` and a stable ``$orderBy`` on the primary key; stops at a short
-        page. A non-null ``odata.nextLink`` is followed instead, should the service send one.
+        page. A non-null ``odata.nextLink`` is followed instead, should the service send one. Bounded
+        by :class:`syncd.http.PageGuard` (a repeated link or page is an error, ``limits.max_pages``)
+        and ``limits.max_page_bytes``; a row without a usable id is skipped and told to ``on_bad``.
         """
         id_col, updated_col = ID_COLUMN[kind], UPDATED_COLUMN[kind]
         wanted = list(dict.fromkeys([id_col, *columns, updated_col]))
@@ -51,11 +62,14 @@ class SuperOfficeClient:
         skip = 0
         next_link: str | None = None
         seen: set[int] = set()
+        limits = self.api.limits
+        guard = PageGuard(f"list {kind}s", api=self.api.api, max_pages=limits.max_pages)
+        page_bytes = limits.max_page_bytes
         while True:
             if next_link:
-                resp = await self.api.request(
-                    "GET", urljoin(self.base_url + "/", next_link), what=f"list {kind}"
-                )
+                url = urljoin(self.base_url + "/", next_link)
+                guard.follow(url)
+                resp = await self.api.request("GET", url, max_bytes=page_bytes, what=f"list {kind}s")
             else:
                 params = {
                     "$select": ",".join(wanted),
@@ -63,19 +77,31 @@ class SuperOfficeClient:
                     "$top": str(self.page_size),
                     "$skip": str(skip),
                 }
+                guard.follow(self._url(_ENTITY[kind]), params)
                 resp = await self.api.request(
-                    "GET", self._url(_ENTITY[kind]), params=params, what=f"list {kind}s"
+                    "GET", self._url(_ENTITY[kind]), params=params, max_bytes=page_bytes, what=f"list {kind}s"
                 )
             data = resp.json()
             rows = data.get("value") if isinstance(data, dict) else None
             if not isinstance(rows, list):
-                raise ApiError(f"list {kind}s: unexpected reply (no 'value' list)", status=resp.status)
+                raise MalformedReplyError(
+                    f"list {kind}s: unexpected reply (no 'value' list)", status=resp.status
+                )
+            keys: list[str] = []
             for raw in rows:
                 row = _source_row(kind, raw, id_col, updated_col, keep)
-                if row is not None and row.id not in seen:  # rows shifting between pages: dedupe
+                if row is None:
+                    _bad(on_bad, f"SuperOffice {kind} row skipped: no usable {id_col}")
+                    continue
+                keys.append(str(row.id))
+                if row.id not in seen:  # rows shifting between pages: dedupe
                     seen.add(row.id)
                     yield row
-            next_link = data.get("odata.nextLink") or None
+            guard.rows(keys)
+            link = data.get("odata.nextLink") if isinstance(data, dict) else None
+            if link is not None and not isinstance(link, str):
+                raise MalformedReplyError(f"list {kind}s: odata.nextLink is not a link", status=resp.status)
+            next_link = link or None
             if next_link:
                 continue
             if len(rows) < self.page_size:
@@ -96,10 +122,7 @@ class SuperOfficeClient:
         )
         if not resp.body.strip():
             return None
-        try:
-            info = resp.json()
-        except ValueError:
-            return None
+        info = resp.json()  # not JSON: MalformedReplyError, the item is decided by download instead
         if not isinstance(info, dict) or not info.get("BlobId"):
             return None
         return "|".join(
@@ -137,7 +160,7 @@ class SuperOfficeClient:
 
 def _decode_json_image(body: bytes, what: str) -> bytes | None:
     try:
-        value: Any = json.loads(body)
+        value: Any = parse_json(body)
     except ValueError:
         raise ApiError(f"{what} picture: JSON reply that is not JSON", status=200) from None
     if value in (None, ""):
@@ -158,9 +181,13 @@ def _source_row(
     if not isinstance(raw, dict):
         return None
     key = raw.get("PrimaryKey", raw.get(id_col))
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        return None
     try:
         entity_id = int(str(key).strip())
     except ValueError:
+        return None
+    if not 0 < entity_id < 2**63:
         return None
     columns = {
         k: _display(v)
@@ -176,3 +203,9 @@ def _display(value: Any) -> str:
     if isinstance(value, dict):
         value = value.get("DisplayValue", value.get("RawValue", ""))
     return "" if value is None else str(value)
+
+
+def _bad(on_bad: Callable[[str], None] | None, text: str) -> None:
+    log.warning("malformed record skipped", detail=text)
+    if on_bad is not None:
+        on_bad(text)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -196,6 +197,10 @@ async def results(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dic
             cfg = sandbox.config(ledger=str(tmp / "ledger.sqlite"), so_auth=so_auth)
             merge(cfg, copy.deepcopy(FAST_LIMITS))
             merge(cfg, overrides)
+            # The emulator stands in for SuperOffice's own host: name its tenant status service (syncd
+            # probes it by itself only on *.superoffice.com, see test_check_hostile.py).
+            so_origin = urlsplit(cfg["superoffice"]["base_url"])
+            cfg["superoffice"].setdefault("state_url", f"{so_origin.scheme}://{so_origin.netloc}/api/state")
             path = tmp / "syncd.yaml"
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             path.chmod(0o600)
@@ -419,5 +424,22 @@ def test_so_state_lives_on_the_environment_main_host() -> None:
         == "https://online.superoffice.com/api/state/Cust1"
     )
     assert (
-        so_state_url("http://127.0.0.1:8101/Cust1/api/v1", "Cust1") == "http://127.0.0.1:8101/api/state/Cust1"
+        so_state_url("https://sod2.superoffice.com/Cust1/api/v1", "Cust1")
+        == "https://sod.superoffice.com/api/state/Cust1"
+    )
+    assert (
+        so_state_url("https://qaonline.superoffice.com/Cust1/api/v1", "Cust1")
+        == "https://qaonline.superoffice.com/api/state/Cust1"
+    )
+
+
+def test_so_state_is_not_probed_on_hosts_that_are_not_superoffice_s() -> None:
+    """A reverse proxy, an onsite server or an emulator has no /api/state unless configured."""
+    assert so_state_url("http://127.0.0.1:8101/Cust1/api/v1", "Cust1") is None
+    assert so_state_url("https://crm.example.com/Cust1/api/v1", "Cust1") is None
+    assert so_state_url("https://online.superoffice.com.evil.example/Cust1/api/v1", "Cust1") is None
+    assert so_state_url("https://evil-online.superoffice.com/Cust1/api/v1", "Cust1") is None
+    assert (
+        so_state_url("http://127.0.0.1:8101/Cust1/api/v1", "Cust1", "http://127.0.0.1:8101/api/state")
+        == "http://127.0.0.1:8101/api/state/Cust1"
     )
