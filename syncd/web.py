@@ -39,6 +39,7 @@ from syncd.config import Config
 from syncd.imaging import sniff_format
 from syncd.ledger import Ledger, RecentChange
 from syncd.metrics import CONTENT_TYPE, Metrics
+from syncd.servertext import clean
 
 __all__ = [
     "Check",
@@ -84,12 +85,12 @@ class Readiness:
     @property
     def reason(self) -> str:
         """The failing checks in one line (empty when ready)."""
-        return "; ".join(f"{name}: {c.detail}" for name, c in self.checks.items() if not c.ok)
+        return "; ".join(f"{name}: {clean(c.detail)}" for name, c in self.checks.items() if not c.ok)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "ready": self.ready,
-            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()},
+            "checks": {name: {"ok": c.ok, "detail": clean(c.detail)} for name, c in self.checks.items()},
         }
         if not self.ready:
             out["reason"] = self.reason or "not started"

@@ -13,6 +13,7 @@ from aiohttp import web
 
 IMAGE_INFO = re.compile(r"/(?:contact|person)/\d+/imageinfo$", re.IGNORECASE)
 IMAGE = re.compile(r"/(?:contact|person)/\d+/image$", re.IGNORECASE)
+LISTING = re.compile(r"/api/v1/(?:contact|person)$", re.IGNORECASE)
 HOP_BY_HOP = {"host", "connection", "content-length", "transfer-encoding", "accept-encoding"}
 
 
@@ -20,7 +21,10 @@ HOP_BY_HOP = {"host", "connection", "content-length", "transfer-encoding", "acce
 class Knobs:
     image_info_missing: bool = False  # …/ImageInfo answers 404 (no such route), as on an old installation
     blank_image_status: int | None = None  # a 404 from …/Image is answered with this status (e.g. 204)
-    error_text: str | None = None  # every GET of …/Image answers 400 with this text as its error message
+    # GETs of ``error_on`` ("image": …/Image, "list": the contact/person listing) answer 400 with this
+    # text as SuperOffice's ErrorMessage; "{auth}" in it echoes the request's Authorization header
+    error_text: str | None = None
+    error_on: str = "image"
     seen: list[str] = field(default_factory=list)
 
 
@@ -58,8 +62,10 @@ class SuperOfficeProxy:
         k.seen.append(f"{request.method} {path}")
         if request.method == "GET" and IMAGE_INFO.search(path) and k.image_info_missing:
             return web.json_response({"Error": True, "ErrorMessage": "Not found"}, status=404)
-        if request.method == "GET" and IMAGE.search(path) and k.error_text is not None:
-            body = {"Error": True, "ErrorType": "ArgumentException", "ErrorMessage": k.error_text}
+        route = IMAGE if k.error_on == "image" else LISTING
+        if request.method == "GET" and route.search(path) and k.error_text is not None:
+            text = k.error_text.replace("{auth}", request.headers.get("Authorization", ""))
+            body = {"Error": True, "ErrorType": "ArgumentException", "ErrorMessage": text}
             return web.json_response(body, status=400)
         assert self._session is not None
         headers = {h: v for h, v in request.headers.items() if h.lower() not in HOP_BY_HOP}
