@@ -291,6 +291,26 @@ class ServerConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    # Host names (or addresses) the endpoint answers to besides server.host, localhost, 127.0.0.1 and
+    # [::1]: a request naming any other host is refused (a DNS-rebinding page in a browser names its own).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # With a token, `/`, `/status.json` and the thumbnails want `Authorization: Bearer TOKEN` (or HTTP
+    # Basic with the token as password, which browsers ask for); /healthz, /readyz, /metrics stay open.
+    token: SecretValue | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            host = name.strip().lower().rstrip(".")
+            if not host or any(c in host for c in "/@ \t?#") or (":" in host and not host.startswith("[")):
+                raise ValueError(
+                    f"{name!r} is not a host name: give the name or address only, without scheme, port or "
+                    "path (IPv6 in brackets, e.g. [fd00::1])"
+                )
+            out.append(host)
+        return out
 
 
 class Match(_Model):
