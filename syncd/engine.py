@@ -534,15 +534,25 @@ class Engine:
             return replace(item, target_etag=picture.etag)
         return item
 
-    def _check_clear_cap(self, mapping: MappingConfig, clears: int, base: int, options: RunOptions) -> None:
+    def _check_clear_cap(
+        self, mapping: MappingConfig, clears: int, base: int, options: RunOptions, *, found_late: bool = False
+    ) -> None:
+        """Both clear caps. ``found_late``: phase B met one more blank than the plan knew of (ImageInfo
+        unavailable or changed meanwhile); then the run has already written what it wrote."""
         lim = self.config.limits
         if clears == 0 or options.force:
             return
         percent = 100.0 * clears / max(1, base)
         if clears > lim.max_clears or percent > lim.max_clears_percent:
+            late = (
+                " (blanks found while downloading; none of them was cleared, pictures written before "
+                "the stop stay written)"
+                if found_late
+                else ""
+            )
             raise SafetyStop(
                 f"mapping {mapping.name!r} would clear {clears} Business Central pictures "
-                f"({percent:.0f}% of {base}); limits: max_clears={lim.max_clears}, "
+                f"({percent:.0f}% of {base}){late}; limits: max_clears={lim.max_clears}, "
                 f"max_clears_percent={lim.max_clears_percent:g}",
                 hint="if the SuperOffice pictures really were removed, rerun with --force",
             )
@@ -747,7 +757,9 @@ class Engine:
             blank = replace(w, fingerprint=None, action=again)
             if again is Pre.CLEAR and data.confirmed and deferred is not None:
                 # A positive blank signal: cleared after the other items, within both caps of the run.
-                self._check_clear_cap(mapping, state["clears"] + len(deferred) + 1, state["base"], options)
+                self._check_clear_cap(
+                    mapping, state["clears"] + len(deferred) + 1, state["base"], options, found_late=True
+                )
                 deferred.append(blank)
                 return None
             if again is Pre.CLEAR:  # a 404 is no proof of "no picture": never clear on it

@@ -98,7 +98,7 @@ async def test_blanks_found_while_downloading_past_the_percent_cap_stop_the_run_
         for _ in range(2):  # the second run does not clear what the first one refused to
             outcome = await _run(path)
             assert outcome.exit_code == ExitCode.SAFETY_STOP
-            assert "max_clears_percent=10" in str(outcome.error)
+            assert "max_clears_percent=10" in str(outcome.error) and "while downloading" in str(outcome.error)
         assert sb.bc.log.count(method="DELETE") == deletes_before
         assert _pictures_left(sb, targets) == 8
 
