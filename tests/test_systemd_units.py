@@ -343,10 +343,10 @@ def test_memory_and_tasks_are_capped_above_what_syncd_budgets_itself(name: str) 
     (high,) = values(name, "MemoryHigh")
     (hard,) = values(name, "MemoryMax")
     (tasks,) = values(name, "TasksMax")
-    # a run's own ~80 MB (BENCHMARKS.md, measure 5) plus every decode in flight together
-    needed = 80_000_000 + PictureConfig().max_decode_memory
+    # a run's own ~80 MB (BENCHMARKS.md, measure 5) plus every decode in flight together, plus the
+    # ~25% of it that glibc may keep in its heap after the decodes (measure 7)
+    needed = 80_000_000 + PictureConfig().max_decode_memory * 5 // 4
     assert needed < _bytes(high) < _bytes(hard), (name, high, hard)
     workers = Limits.model_fields["cpu_workers"].metadata
     most_workers = max(m.le for m in workers if hasattr(m, "le"))
     assert int(tasks) >= most_workers + 32 + 8  # normalizers, Python's default pool, loop and SQLite
-    assert "MALLOC_MMAP_THRESHOLD_=1048576" in values(name, "Environment")
