@@ -755,6 +755,8 @@ class Engine:
                 w.item, SourceState(fingerprint=None), w.target, policy, self.normalizer_version, options.full
             )
             blank = replace(w, fingerprint=None, action=again)
+            if again is Pre.CLEAR and data.confirmed and options.force:
+                return await self._item(mapping, blank, policy, options, result, state)  # no cap to wait for
             if again is Pre.CLEAR and data.confirmed and deferred is not None:
                 # A positive blank signal: cleared after the other items, within both caps of the run.
                 self._check_clear_cap(
