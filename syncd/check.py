@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from rich.console import Console
-from rich.markup import escape
 
 from syncd.auth import (
     Auth,
@@ -61,8 +60,8 @@ from syncd.http import (
     read_body,
 )
 from syncd.jobs import SEVERITY
-from syncd.logs import redact_text
 from syncd.runtime import businesscentral_auth, superoffice_auth
+from syncd.servertext import for_terminal
 from syncd.superoffice import ID_COLUMN
 
 __all__ = ["CHECK_CONNECT_TIMEOUT", "CHECK_TIMEOUT", "Finding", "Section", "check_config", "run_check"]
@@ -139,13 +138,13 @@ async def run_check(config: Config, console: Console) -> int:
     sections = await check_config(config)
     code = _worst(s.code for s in sections)
     for section in sections:
-        console.print(f"[bold]{escape(redact_text(section.title))}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{for_terminal(section.title)}[/]", highlight=False, soft_wrap=True)
         last_hint = None
         for f in section.findings:
             mark = "[green]✓[/]" if f.ok else "[red]✗[/]"
-            console.print(f"  {mark} {escape(redact_text(f.text))}", highlight=False, soft_wrap=True)
+            console.print(f"  {mark} {for_terminal(f.text)}", highlight=False, soft_wrap=True)
             if f.hint and f.hint != last_hint:  # the same advice twice in a row says nothing new
-                console.print(f"      hint: {escape(redact_text(f.hint))}", highlight=False, soft_wrap=True)
+                console.print(f"      hint: {for_terminal(f.hint)}", highlight=False, soft_wrap=True)
             last_hint = f.hint
     console.print()
     if code == ExitCode.OK:

@@ -24,7 +24,6 @@ from typing import Any
 
 import structlog
 from rich.console import Console
-from rich.markup import escape
 
 from syncd import __version__
 from syncd.config import Config, literal_secret_warning, load_config
@@ -34,6 +33,7 @@ from syncd.jobs import job_exit_code, run_job
 from syncd.logs import configure_logging
 from syncd.report import ProgressReporter, outcomes_json, print_plan, print_status, print_summary
 from syncd.runtime import open_runtime
+from syncd.servertext import for_terminal
 
 DEFAULT_CONFIG = "syncd.yaml"
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: not one of ours, so systemd restarts and timers retry
@@ -111,9 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        stderr.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
+        stderr.print(f"[red]error:[/] {for_terminal(exc.message)}", highlight=False)
         if exc.hint:
-            stderr.print(f"hint: {exc.hint}", highlight=False)
+            stderr.print(f"hint: {for_terminal(exc.hint)}", highlight=False)
         return int(ExitCode.CONFIG)
     configure_logging(json=args.log_json, level=args.log_level or config.log_level)
     warning = literal_secret_warning(args.config)
@@ -135,9 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ledger":
             return asyncio.run(_ledger(config, args))
     except SyncdError as exc:
-        stderr.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
+        stderr.print(f"[red]error:[/] {for_terminal(exc.message)}", highlight=False)
         if exc.hint:
-            stderr.print(f"hint: {exc.hint}", highlight=False, markup=False)
+            stderr.print(f"hint: {for_terminal(exc.hint)}", highlight=False)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130

@@ -275,6 +275,10 @@ class BusinessCentralConfig(_Model):
         return self.base_url.rsplit("/", 1)[-1]
 
 
+SourceFormat = Literal["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"]
+DEFAULT_SOURCE_FORMATS: tuple[SourceFormat, ...] = ("JPEG", "PNG", "GIF", "WEBP")
+
+
 class PictureConfig(_Model):
     max_width: int = Field(default=500, ge=16, le=4096)
     max_height: int = Field(default=500, ge=16, le=4096)
@@ -282,6 +286,30 @@ class PictureConfig(_Model):
     quality: int = Field(default=85, ge=30, le=95)
     background: str = "#ffffff"
     max_bytes: Size = 1_000_000
+    # Source formats syncd decodes; anything else fails its item without being decoded.
+    allowed_formats: list[SourceFormat] = Field(default_factory=lambda: list(DEFAULT_SOURCE_FORMATS))
+    # Decompression-bomb limit, checked on the header before a pixel is decoded.
+    max_input_pixels: int = Field(default=50_000_000, ge=10_000, le=500_000_000)
+    # Memory all concurrent decodes may use together (estimated from each header: pixels × bands ×
+    # bytes per sample, plus the copies decoding makes); a picture needing more alone fails its item.
+    max_decode_memory: Size = Field(default=768_000_000, ge=16_000_000)
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _formats(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            names = [f.strip().upper() if isinstance(f, str) else f for f in v]
+            return ["JPEG" if f in ("JPG", "JFIF") else f for f in names]
+        return v
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _some_format(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one format (JPEG, PNG, GIF, WEBP, TIFF, BMP)")
+        return list(dict.fromkeys(v))
 
     @field_validator("format", mode="before")
     @classmethod
@@ -321,6 +349,26 @@ class ServerConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    # Host names (or addresses) the endpoint answers to besides server.host, localhost, 127.0.0.1 and
+    # [::1]: a request naming any other host is refused (a DNS-rebinding page in a browser names its own).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # With a token, `/`, `/status.json` and the thumbnails want `Authorization: Bearer TOKEN` (or HTTP
+    # Basic with the token as password, which browsers ask for); /healthz, /readyz, /metrics stay open.
+    token: SecretValue | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            host = name.strip().lower().rstrip(".")
+            if not host or any(c in host for c in "/@ \t?#") or (":" in host and not host.startswith("[")):
+                raise ValueError(
+                    f"{name!r} is not a host name: give the name or address only, without scheme, port or "
+                    "path (IPv6 in brackets, e.g. [fd00::1])"
+                )
+            out.append(host)
+        return out
 
 
 class Match(_Model):
@@ -386,6 +434,8 @@ class Config(_Model):
             background=(int(bg[0:2], 16), int(bg[2:4], 16), int(bg[4:6], 16)),
             max_bytes=p.max_bytes,
             max_input_bytes=self.superoffice.max_image_bytes,
+            max_input_pixels=p.max_input_pixels,
+            allowed_formats=tuple(p.allowed_formats),
         )
 
     def mapping(self, name: str) -> MappingConfig:

@@ -11,14 +11,17 @@ Phase A (read only)  walk the pairs in chunks (one batched ledger read per chunk
                      The decisions go to the store: settled items (skip, blank, keep) with the ledger
                      row to record, fetch and clear items with the ledger row they were decided from.
                      Safety stops are checked next: an empty source listing while the ledger knows
-                     items, or more clears than ``limits.max_clears`` — the run stops with nothing
-                     changed (not even the ledger) unless ``--force``.
+                     items, or more clears than ``limits.max_clears`` or ``max_clears_percent`` —
+                     the run stops with nothing changed (not even the ledger) unless ``--force``.
 Phase B (writes)     the settled rows are recorded (a transaction per 2,000); then a bounded pool of
                      workers takes the fetch and clear items as the store hands them out: download the
                      source picture, hash it BEFORE any decode, decide again with
                      :func:`syncd.decisions.decide_after_fetch`, normalize off the event loop only when
                      needed, PATCH with ``If-Match`` = the picture etag we listed, and commit the ledger
                      row for that item at once (a crash loses at most the items in flight).
+                     A picture is cleared only on a positive blank signal (ImageInfo empty, or
+                     ``…/Image`` answering 204 or an empty JSON result), never on a 404; blanks found
+                     only here count against both clear caps and are cleared last (past a cap: exit 4).
 
 ``--dry-run`` makes the target read-only and the ledger untouched: writes and clears become plan
 entries. Budgets (``max_items_per_run``, ``max_runtime``) and a stop request end phase B cleanly.
@@ -64,7 +67,7 @@ from syncd.errors import (
 from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, item_row, same_but_checked
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.staging import CHUNK, Planned, RunStore
-from syncd.superoffice import SuperOfficeClient
+from syncd.superoffice import NoPicture, SuperOfficeClient
 from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
 
 log = structlog.get_logger("syncd.engine")
@@ -317,7 +320,7 @@ class Engine:
                     checked = [sid for sid, row in batch if row is None]
                     await self.ledger.set_checked(mapping.name, kind, checked, now_iso())
             # Phase B: fetch, normalize, write, clear.
-            await self._execute(mapping, store, clears, policy, options, result, deadline)
+            await self._execute(mapping, store, clears, policy, options, result, deadline, max(known, total))
             newest = await store.newest_update()
 
         failed = result.counts.by_outcome.get(Outcome.FAILED, 0)
@@ -575,20 +578,25 @@ class Engine:
             return replace(item, target_etag=picture.etag)
         return item
 
-    def _clear_allowed(self, clears: int, options: RunOptions) -> bool:
-        """Phase B meets a blank picture phase A could not see (ImageInfo unavailable or changed
-        meanwhile): clearing it is allowed only within the absolute cap."""
-        return options.force or clears <= self.config.limits.max_clears
-
-    def _check_clear_cap(self, mapping: MappingConfig, clears: int, base: int, options: RunOptions) -> None:
+    def _check_clear_cap(
+        self, mapping: MappingConfig, clears: int, base: int, options: RunOptions, *, found_late: bool = False
+    ) -> None:
+        """Both clear caps. ``found_late``: phase B met one more blank than the plan knew of (ImageInfo
+        unavailable or changed meanwhile); then the run has already written what it wrote."""
         lim = self.config.limits
         if clears == 0 or options.force:
             return
         percent = 100.0 * clears / max(1, base)
         if clears > lim.max_clears or percent > lim.max_clears_percent:
+            late = (
+                " (blanks found while downloading; none of them was cleared, pictures written before "
+                "the stop stay written)"
+                if found_late
+                else ""
+            )
             raise SafetyStop(
                 f"mapping {mapping.name!r} would clear {clears} Business Central pictures "
-                f"({percent:.0f}% of {base}); limits: max_clears={lim.max_clears}, "
+                f"({percent:.0f}% of {base}){late}; limits: max_clears={lim.max_clears}, "
                 f"max_clears_percent={lim.max_clears_percent:g}",
                 hint="if the SuperOffice pictures really were removed, rerun with --force",
             )
@@ -641,9 +649,13 @@ class Engine:
         options: RunOptions,
         result: RunResult,
         deadline: float | None = None,
+        clear_base: int = 0,
     ) -> None:
         """Phase B: a bounded pool of workers takes the fetch and clear items as the store hands them
-        out, a chunk at a time (the queue holds at most one chunk)."""
+        out, a chunk at a time (the queue holds at most one chunk). Blanks that only the download
+        reveals are cleared last, once the run knows they stay within both clear caps (``clear_base``
+        is the mapping's size for ``max_clears_percent``): one past a cap stops the run (exit 4)
+        before any of them is cleared, so the next run stops again rather than clearing the rest."""
         limits = self.config.limits
         total = await store.count_plan()
         if not total:
@@ -651,8 +663,9 @@ class Engine:
         self.reporter.phase(mapping.name, "writing pictures", total)
         n = min(limits.concurrency, total)
         queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.chunk_size)
-        state = {"taken": 0, "consecutive_unreachable": 0, "thumbs": 0, "clears": clears}
+        state = {"taken": 0, "consecutive_unreachable": 0, "thumbs": 0, "clears": clears, "base": clear_base}
         fatal: list[BaseException] = []
+        deferred: list[_Work] = []  # blanks found while downloading: cleared after the rest
 
         async def produce() -> None:
             async for chunk in store.planned(self.chunk_size):
@@ -678,22 +691,29 @@ class Engine:
                     result.error = f"max_runtime ({limits.max_runtime:g}s) reached"
                     return
                 state["taken"] += 1
-                try:
-                    outcome = await self._item(mapping, w, policy, options, result, state)
-                    state["consecutive_unreachable"] = 0
-                except AuthError as exc:
-                    fatal.append(exc)
+                if not await handle(w):
                     return
-                except (UnreachableError, ApiError, ImageError) as exc:
-                    outcome = Outcome.FAILED
-                    await self._failed(mapping, w, exc, options, result)
-                    if isinstance(exc, UnreachableError):
-                        state["consecutive_unreachable"] += 1
-                        if state["consecutive_unreachable"] >= max(5, 2 * limits.concurrency):
-                            fatal.append(exc)
-                            return
+
+        async def handle(w: _Work, later: list[_Work] | None = deferred) -> bool:
+            """One item, counted and reported; False when the run must end (``fatal``)."""
+            try:
+                outcome = await self._item(mapping, w, policy, options, result, state, later)
+                state["consecutive_unreachable"] = 0
+            except (AuthError, SafetyStop) as exc:  # in-flight items finish, no new ones start
+                fatal.append(exc)
+                return False
+            except (UnreachableError, ApiError, ImageError) as exc:
+                outcome = Outcome.FAILED
+                await self._failed(mapping, w, exc, options, result)
+                if isinstance(exc, UnreachableError):
+                    state["consecutive_unreachable"] += 1
+                    if state["consecutive_unreachable"] >= max(5, 2 * limits.concurrency):
+                        fatal.append(exc)
+                        return False
+            if outcome is not None:  # None: deferred, counted when it is cleared
                 result.counts.add(outcome)
                 self.reporter.advance(mapping.name, outcome)
+            return True
 
         producer = asyncio.ensure_future(produce())
         workers = [asyncio.ensure_future(worker()) for _ in range(n)]
@@ -712,6 +732,11 @@ class Engine:
             await asyncio.gather(producer, *workers, return_exceptions=True)
         if fatal:
             raise fatal[0]
+        for w in deferred:  # within both caps (checked as each was found); not after a stop request
+            if self.stop.is_set() or not await handle(w, None):
+                break
+        if fatal:
+            raise fatal[0]
 
     async def _item(
         self,
@@ -721,7 +746,9 @@ class Engine:
         options: RunOptions,
         result: RunResult,
         state: dict[str, int],
-    ) -> Outcome:
+        deferred: list[_Work] | None = None,
+    ) -> Outcome | None:
+        """One fetch or clear item; None: a blank found only now, put in ``deferred`` to clear later."""
         pair, kind = w.pair, mapping.source
         base = w.item or _new_item(mapping, w.pair)
         if w.action is Pre.CLEAR:
@@ -767,17 +794,24 @@ class Engine:
             return Outcome.CLEARED
 
         data = await self.source.image(kind, pair.source.id)
-        if data is None:  # blank after all (removed meanwhile, or ImageInfo unavailable): decide again
+        if isinstance(data, NoPicture):  # blank after all (removed meanwhile, or ImageInfo unavailable)
             again = decide_before_fetch(
                 w.item, SourceState(fingerprint=None), w.target, policy, self.normalizer_version, options.full
             )
             blank = replace(w, fingerprint=None, action=again)
-            if again is Pre.CLEAR and self._clear_allowed(state["clears"] + 1, options):
-                state["clears"] += 1
-                return await self._item(mapping, blank, policy, options, result, state)
-            if again is Pre.CLEAR:  # found blank only now: still bound by the clear cap
+            if again is Pre.CLEAR and data.confirmed and options.force:
+                return await self._item(mapping, blank, policy, options, result, state)  # no cap to wait for
+            if again is Pre.CLEAR and data.confirmed and deferred is not None:
+                # A positive blank signal: cleared after the other items, within both caps of the run.
+                self._check_clear_cap(
+                    mapping, state["clears"] + len(deferred) + 1, state["base"], options, found_late=True
+                )
+                deferred.append(blank)
+                return None
+            if again is Pre.CLEAR:  # a 404 is no proof of "no picture": never clear on it
                 log.warning(
-                    "clear cap reached: keeping the picture",
+                    "SuperOffice sent no picture, but no positive blank signal (a 404, no ImageInfo): "
+                    "keeping the Business Central picture",
                     mapping=mapping.name,
                     source_id=pair.source.id,
                     target=pair.target.number,

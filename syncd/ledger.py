@@ -26,9 +26,10 @@ Durability and crash safety
       Cost: one fsync per written item (0.24 ms here, a few ms on slow disks), while BC caps a tenant at
       ~20 requests/s; what a run settles without writing goes through :meth:`record_rows` (changed rows)
       and :meth:`set_checked` (rows where only ``checked_at`` moves) with one fsync per 2,000 items.
-    - Secrets are never stored: rows hold ids, hashes, etags and error messages that the clients already
-      keep secret-free. The file is created mode 0600 (thumbnails of people's photos are personal data);
-      SQLite gives the -wal/-shm files the same mode.
+    - Secrets are never stored: rows hold ids, hashes, etags and error messages; error text (which may
+      quote a server that echoed a credential) is redacted as it is stored, and again as it is read.
+      The file is created mode 0600 (thumbnails of people's photos are personal data); SQLite gives
+      the -wal/-shm files the same mode.
 
 Concurrency
     - One :class:`Ledger` is one connection. Its write transactions are serialized by an asyncio lock, so
@@ -68,6 +69,7 @@ import aiosqlite
 
 from syncd import locks
 from syncd.errors import ConfigError
+from syncd.servertext import clean, clean_optional
 from syncd.types import Outcome
 
 __all__ = [
@@ -252,7 +254,12 @@ def _check_choice(value: str, choices: Iterable[str], what: str) -> None:
 
 
 def _clip(text: str | None) -> str | None:
-    return text if text is None or len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    """Error text as stored: secrets redacted and control characters gone (servers echo what they were
+    sent; see :mod:`syncd.servertext`), at most :data:`MAX_ERROR_CHARS`."""
+    if text is None:
+        return None
+    text = clean(text)
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -274,7 +281,7 @@ def item_from_row(r: Sequence[Any]) -> LedgerItem:
         target_etag=r[10],
         normalizer_version=r[11],
         wrote_picture=bool(r[12]),
-        error=r[13],
+        error=clean_optional(r[13]),  # rows stored before redaction at store time are redacted here
         attempts=r[14],
         synced_at=r[15],
         checked_at=r[16],
@@ -323,7 +330,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         mode=row["mode"],
         counts={str(k): int(v) for k, v in json.loads(row["counts_json"]).items()},
         outcome=row["outcome"],
-        error=row["error"],
+        error=clean_optional(row["error"]),
     )
 
 
@@ -779,7 +786,7 @@ class Ledger:
                 source_id=r["source_id"],
                 target_ids=tuple(json.loads(r["target_ids"])),
                 key=r["key"],
-                detail=r["detail"],
+                detail=clean_optional(r["detail"]),
                 mapping=r["mapping"],
                 run_id=r["run_id"],
             )
@@ -870,6 +877,7 @@ class Ledger:
         async for row in self._stream(_EXPORT["issues"], m):
             data = dict(zip(row.keys(), row, strict=True))
             data["target_ids"] = json.loads(data["target_ids"])
+            data["detail"] = clean_optional(data["detail"])
             yield {"table": "issues", **data}
         async for row in self._stream(_EXPORT["recent_changes"], m):
             yield {"table": "recent_changes", **dict(zip(row.keys(), row, strict=True))}

@@ -1,5 +1,9 @@
 """What people read in the terminal: the progress bar, the end-of-run summary, the dry-run plan and
-``syncd status``. Rendering only; the numbers come from the engine and the ledger."""
+``syncd status``. Rendering only; the numbers come from the engine and the ledger.
+
+Text that came from a server (error messages, keys, numbers) is data: it goes through
+:func:`syncd.servertext.for_terminal` (secrets masked, control characters gone, Rich markup escaped)
+or is printed with ``markup=False`` after :func:`~syncd.servertext.clean`."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from syncd.jobs import MappingOutcome
+from syncd.servertext import clean, for_terminal
 from syncd.types import Outcome
 
 SUMMARY_COLUMNS = [
@@ -39,7 +44,7 @@ class ProgressReporter:
             console=console,
             transient=True,
         )
-        self._tasks: dict[str, TaskID] = {}
+        self._tasks: dict[str, TaskID] = {}  # task fields/descriptions below are rendered as markup
         self._writing: set[str] = set()  # mappings whose bar counts written items (phase B)
 
     def __enter__(self) -> ProgressReporter:
@@ -56,9 +61,11 @@ class ProgressReporter:
             self._writing.discard(mapping)
         task = self._tasks.get(mapping)
         if task is None:
-            self._tasks[mapping] = self.progress.add_task(text, total=total, mapping=mapping)
+            self._tasks[mapping] = self.progress.add_task(
+                for_terminal(text), total=total, mapping=for_terminal(mapping)
+            )
         else:
-            self.progress.reset(task, total=total, description=text)
+            self.progress.reset(task, total=total, description=for_terminal(text))
 
     def checked(self, mapping: str) -> None:
         task = self._tasks.get(mapping)
@@ -81,7 +88,7 @@ def print_summary(
     table = Table(title=title, title_justify="left")
     table.add_column("")
     for mo in outcomes:
-        table.add_column(mo.mapping, justify="right")
+        table.add_column(for_terminal(mo.mapping), justify="right")
     labels = {
         "written": "would write" if dry_run else "written",
         "cleared": "would clear" if dry_run else "cleared",
@@ -97,15 +104,18 @@ def print_summary(
         table.add_row(label, *values)
     console.print(table)
     for mo in outcomes:
+        name = for_terminal(mo.mapping)
         if mo.error is not None:
-            console.print(f"[red]✗ {mo.mapping}:[/] {mo.error.message}")
+            console.print(f"[red]✗ {name}:[/] {for_terminal(mo.error.message)}", highlight=False)
             if mo.error.hint:
-                console.print(f"  hint: {mo.error.hint}")
+                console.print(f"  hint: {for_terminal(mo.error.hint)}", highlight=False)
         if mo.result is None:
             continue
         r = mo.result
         if r.error and r.outcome not in ("ok", "partial"):
-            console.print(f"[yellow]! {mo.mapping}: {r.outcome}: {r.error}[/]")
+            console.print(
+                f"[yellow]! {name}: {for_terminal(r.outcome)}: {for_terminal(r.error)}[/]", highlight=False
+            )
         _listing(
             console, f"{mo.mapping}: failed", [(e.source, e.target, e.detail) for e in r.failures], max_listed
         )
@@ -122,10 +132,11 @@ def _listing(
 ) -> None:
     if not rows:
         return
-    console.print(f"[bold]{title}[/] ({len(rows)})")
+    console.print(f"[bold]{for_terminal(title)}[/] ({len(rows)})", highlight=False)
     for source, target, detail in rows[:max_listed]:
         arrow = f" → {target}" if target else ""
-        console.print(f"  {source}{arrow}: {detail}", highlight=False, markup=False, overflow="fold")
+        line = clean(f"  {source}{arrow}: {detail}")
+        console.print(line, highlight=False, markup=False, overflow="fold")
     if len(rows) > max_listed:
         more = f"… and {len(rows) - max_listed} more" if max_listed else "listed"
         console.print(f"  {more} in `syncd status`", highlight=False)
@@ -141,7 +152,7 @@ def _outcome(mo: MappingOutcome) -> str:
     style = {"ok": "green", "partial": "yellow", "budget": "yellow", "interrupted": "yellow"}.get(
         mo.result.outcome, "red"
     )
-    return f"[{style}]{mo.result.outcome}[/]"
+    return f"[{style}]{for_terminal(mo.result.outcome)}[/]"
 
 
 def print_plan(out: IO[str], outcomes: Sequence[MappingOutcome]) -> None:
@@ -150,8 +161,8 @@ def print_plan(out: IO[str], outcomes: Sequence[MappingOutcome]) -> None:
         if mo.result is None:
             continue
         for e in [*mo.result.plan, *mo.result.problems]:
-            line = f"{mo.mapping}\t{e.action}\t{e.source}\t{e.target}"
-            out.write(line + (f"\t{e.detail}" if e.detail else "") + "\n")
+            fields = [mo.mapping, e.action, e.source, e.target, *([e.detail] if e.detail else [])]
+            out.write("\t".join(clean(f) for f in fields) + "\n")  # one line per item, whatever the text
 
 
 def outcomes_json(outcomes: Sequence[MappingOutcome]) -> list[dict[str, Any]]:
@@ -159,19 +170,24 @@ def outcomes_json(outcomes: Sequence[MappingOutcome]) -> list[dict[str, Any]]:
     for mo in outcomes:
         row: dict[str, Any] = {"mapping": mo.mapping, "exit_code": int(mo.exit_code)}
         if mo.error is not None:
-            row["error"] = mo.error.message
+            row["error"] = clean(mo.error.message)
         if mo.result is not None:
             r = mo.result
             row.update(outcome=r.outcome, counts=r.counts.as_dict(), seconds=round(r.duration, 3))
             if r.error:
-                row["reason"] = r.error  # which budget or safety stop ended the run
+                row["reason"] = clean(r.error)  # which budget or safety stop ended the run
             row["failures"] = [_entry(e) for e in r.failures]
         rows.append(row)
     return rows
 
 
 def _entry(e: Any) -> dict[str, str]:
-    return {"action": e.action, "source": e.source, "target": e.target, "detail": e.detail}
+    return {
+        "action": e.action,
+        "source": clean(e.source),
+        "target": clean(e.target),
+        "detail": clean(e.detail),
+    }
 
 
 def print_status(console: Console, status: dict[str, Any]) -> None:
@@ -179,19 +195,25 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     table = Table(title="syncd — last run of each mapping", title_justify="left")
     table.add_column("")
     for run in runs:
-        table.add_column(run["mapping"], justify="right")
+        table.add_column(for_terminal(run["mapping"]), justify="right")
 
     def cell(run: dict[str, Any], key: str) -> str:
-        return str(run.get("counts", {}).get(key, 0))
+        return for_terminal(run.get("counts", {}).get(key, 0))
 
-    table.add_row("started (UTC)", *[(run["started_at"] or "")[:19].replace("T", " ") for run in runs])
-    table.add_row("mode", *[run["mode"] for run in runs])
-    table.add_row("outcome", *[run["outcome"] or "running" for run in runs])
+    table.add_row(
+        "started (UTC)", *[for_terminal((run["started_at"] or "")[:19].replace("T", " ")) for run in runs]
+    )
+    table.add_row("mode", *[for_terminal(run["mode"]) for run in runs])
+    table.add_row("outcome", *[for_terminal(run["outcome"] or "running") for run in runs])
     for key in ("written", "unchanged", "blank", "cleared", "kept", "unmatched", "ambiguous", "failed"):
         table.add_row(key, *[cell(run, key) for run in runs])
     table.add_row("seconds", *[str(run.get("seconds") or "") for run in runs])
     console.print(table)
-    console.print(f"ledger: {status['ledger']} — {status['items']} items")
+    console.print(f"ledger: {status['ledger']} — {status['items']} items", highlight=False, markup=False)
+    for run in runs:  # why the last run of a mapping did not end well
+        if run.get("error") and run.get("outcome") not in (None, "ok", "partial"):
+            line = clean(f"{run['mapping']}: {run['outcome']}: {run['error']}")
+            console.print(line, highlight=False, markup=False, overflow="fold")
     issues = status["issues"]
     for kind in ("failed", "ambiguous", "unmatched"):
         rows = [i for i in issues if i["kind"] == kind]

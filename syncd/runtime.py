@@ -37,6 +37,7 @@ from syncd.config import (
     SOTicketAuthConfig,
     SuperOfficeConfig,
 )
+from syncd.decodebudget import DecodeBudget, budgeted
 from syncd.engine import Engine, Reporter, executor_normalizer
 from syncd.http import ApiClient, HttpObserver, new_session
 from syncd.ledger import Ledger
@@ -187,12 +188,14 @@ async def open_runtime(
         executor = stack.enter_context(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalize")
         )
+        # every decode of this runtime within picture.max_decode_memory, whatever the concurrency
+        budget = DecodeBudget(config.picture.max_decode_memory)
         engine = Engine(
             config=config,
             source=source,
             target=target,
             ledger=ledger,
-            normalizer=executor_normalizer(executor),
+            normalizer=budgeted(executor_normalizer(executor), budget),
             reporter=reporter,
             stop=stop,
         )

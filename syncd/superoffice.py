@@ -3,7 +3,8 @@
 Verbs (vdirsyncer-style, the engine knows nothing else about SuperOffice):
     list(kind, columns)     stream contacts or persons (slim archive rows), paged with $top/$skip
     fingerprint(kind, id)   ImageInfo identity of the stored picture without downloading it; None = blank
-    image(kind, id)         the stored picture's bytes as stored; None = blank (404)
+    image(kind, id)         the stored picture's bytes as stored, or a :class:`NoPicture` saying how
+                            sure the service was that there is none (204/empty: sure; 404: not)
 
 Works against SuperOffice Online (``https://online.superoffice.com/Cust12345/api/v1``) and onsite
 installations (``https://server/SuperOffice/api/v1``) unchanged; auth is injected.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import urljoin
@@ -29,6 +31,18 @@ UPDATED_COLUMN = {"contact": "updatedDate", "person": "personUpdatedDate"}
 IMAGE_ACCEPT = "image/png, image/jpeg, image/gif, image/tiff, image/*"
 
 log = structlog.get_logger("syncd.superoffice")
+
+
+class NoPicture(enum.Enum):
+    """What ``…/Image`` said instead of sending bytes. Only :attr:`CONFIRMED` is a positive blank signal
+    (one that may clear a Business Central picture); the engine checks :attr:`confirmed`."""
+
+    CONFIRMED = "confirmed"  # 204, or the JSON style's empty result: the service says "no picture"
+    NOT_FOUND = "not_found"  # 404: no picture, or no such record or route (a proxy, an old installation)
+
+    @property
+    def confirmed(self) -> bool:
+        return self is NoPicture.CONFIRMED
 
 
 class SuperOfficeClient:
@@ -129,8 +143,10 @@ class SuperOfficeClient:
             str(info.get(k, "")) for k in ("BlobId", "UpdatedDate", "OriginalSize", "BlobSize", "MimeType")
         )
 
-    async def image(self, kind: SourceKind, entity_id: int) -> bytes | None:
-        """The stored picture's original bytes, or ``None`` when the record has no picture (404/204).
+    async def image(self, kind: SourceKind, entity_id: int) -> bytes | NoPicture:
+        """The stored picture's original bytes, or :class:`NoPicture` when the record shows none:
+        ``CONFIRMED`` for a 204 or an empty JSON result, ``NOT_FOUND`` for a 404 — the documented "no
+        image" answer, but also what a missing record, a missing route or a proxy says, so it is no proof.
 
         Handles both reply styles: raw ``image/*`` bytes, and a JSON string holding base64 (what the
         service sends when it decides JSON is acceptable). The format is decided later from the
@@ -146,12 +162,13 @@ class SuperOfficeClient:
                 what=f"{kind} {entity_id} picture",
             )
         except NotFoundError:
-            return None
+            return NoPicture.NOT_FOUND
         if resp.status == 204:
-            return None
+            return NoPicture.CONFIRMED
         if resp.content_type in ("application/json", "text/json"):
             # The JSON style says "no picture" with an empty result (as BLOBAgent does).
-            return _decode_json_image(resp.body, f"{kind} {entity_id}") if resp.body.strip() else None
+            data = _decode_json_image(resp.body, f"{kind} {entity_id}") if resp.body.strip() else None
+            return NoPicture.CONFIRMED if data is None else data
         # A 200 with zero bytes is a stored picture that is empty (or a reply cut short), not "no picture":
         # taken for blank, it could clear the BC picture under ``on_source_blank: clear``. The normalizer
         # turns it into a per-item error ("empty picture").

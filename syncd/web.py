@@ -16,13 +16,22 @@ Routes (``server.host:server.port``, default ``127.0.0.1:9464``):
 The page and ``syncd status`` read the ledger through the same :func:`syncd.cli.status_data`, so they
 agree. Everything shown is escaped (:func:`html.escape`) and a strict Content-Security-Policy forbids
 scripts. No config values but mapping definitions, URLs' hosts and the ledger path are shown; secrets
-never live in the ledger. The page shows people's photos: keep the listener on localhost (the
-default) or behind an authenticating proxy.
+never live in the ledger.
+
+Exposure. The page shows CRM ids and people's photos. Every route answers only to the host names it
+serves (``server.host``, localhost, 127.0.0.1, [::1], ``server.allowed_hosts``, or the address the
+connection came in on); any other ``Host:`` gets 421, so a DNS-rebinding page in a local browser cannot
+read it. With ``server.token`` set, ``/``, ``/status.json`` and ``/thumb/…`` also want that token
+(``Authorization: Bearer``, or HTTP Basic with the token as password, which browsers prompt for);
+``/healthz``, ``/readyz`` and ``/metrics`` stay open to probes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import html
 import os
 from collections import OrderedDict
@@ -33,12 +42,15 @@ from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from syncd import __version__
 from syncd.config import Config
 from syncd.imaging import sniff_format
 from syncd.ledger import Ledger, RecentChange
 from syncd.metrics import CONTENT_TYPE, Metrics
+from syncd.secrets import Secret
+from syncd.servertext import clean
 
 __all__ = [
     "Check",
@@ -84,12 +96,12 @@ class Readiness:
     @property
     def reason(self) -> str:
         """The failing checks in one line (empty when ready)."""
-        return "; ".join(f"{name}: {c.detail}" for name, c in self.checks.items() if not c.ok)
+        return "; ".join(f"{name}: {clean(c.detail)}" for name, c in self.checks.items() if not c.ok)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "ready": self.ready,
-            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()},
+            "checks": {name: {"ok": c.ok, "detail": clean(c.detail)} for name, c in self.checks.items()},
         }
         if not self.ready:
             out["reason"] = self.reason or "not started"
@@ -544,6 +556,94 @@ class ThumbCache:
 THUMBS_KEY: web.AppKey[ThumbCache] = web.AppKey("thumbs")
 
 
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _host_name(header: str) -> str:
+    """The host part of a ``Host:`` header, lower-cased, without port or trailing dot (IPv6 keeps its
+    brackets)."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+def allowed_host(request: web.Request, config: Config | None) -> bool:
+    """Whether the request names a host this endpoint serves: ``server.host``, localhost, 127.0.0.1,
+    [::1], ``server.allowed_hosts``, or the address the connection came in on (an address in ``Host:``
+    cannot come from DNS rebinding, which always names the attacker's domain). No ``Host:`` at all is
+    not a browser."""
+    header = request.headers.get("Host")
+    if header is None:
+        return True
+    host = _host_name(header)
+    names = set(LOCAL_HOSTS)
+    if config is not None:
+        names.add(_bracketed(config.server.host.strip().lower()))
+        names.update(config.server.allowed_hosts)
+    if host in names:
+        return True
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and sockname:
+        local = str(sockname[0]).split("%", 1)[0].lower()
+        if local.startswith("::ffff:"):
+            local = local[len("::ffff:") :]
+        return host in (local, _bracketed(local))
+    return False
+
+
+def authorized(request: web.Request, token: Secret | None) -> bool:
+    """``Authorization: Bearer TOKEN``, or HTTP Basic with TOKEN as the password (any user name; what a
+    browser sends after the prompt, also for the thumbnails)."""
+    if token is None:
+        return True
+    expected = token.reveal().encode()
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.encode(), expected)
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(value, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(password, expected)
+    return False
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The Host allow-list for every route, and ``server.token`` for the routes that show data."""
+    config = request.app[SOURCE_KEY].config
+    if not allowed_host(request, config):
+        log.warning("refused a request for another host name", host=request.headers.get("Host", "")[:200])
+        return web.Response(
+            status=421,
+            text="this endpoint does not serve that host name; add it to server.allowed_hosts\n",
+        )
+    token = config.server.token if config is not None else None
+    if token is not None and request.path not in OPEN_PATHS and not authorized(request, token):
+        return web.Response(
+            status=401,
+            text="a token is needed (server.token): Authorization: Bearer TOKEN\n",
+            headers=_CHALLENGE,
+        )
+    return await handler(request)
+
+
+_CHALLENGE = CIMultiDict(
+    [("WWW-Authenticate", 'Basic realm="syncd status", charset="UTF-8"'), ("WWW-Authenticate", "Bearer")]
+)
+
+
 @web.middleware
 async def _headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -610,7 +710,7 @@ async def _thumbnail(request: web.Request) -> web.Response:
 
 def make_app(source: StatusSource) -> web.Application:
     """The aiohttp application serving every route above for ``source``."""
-    app = web.Application(middlewares=[_headers])
+    app = web.Application(middlewares=[_headers, _guard])
     app[SOURCE_KEY] = source
     app[THUMBS_KEY] = ThumbCache()
     app.router.add_get("/healthz", _healthz)

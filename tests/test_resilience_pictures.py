@@ -78,7 +78,9 @@ async def test_every_hostile_picture_is_written_correctly_or_fails_clearly_and_t
         for source_id, _ in pairs[len(corpus) :]:
             sb.dataset.so.set_image("contact", source_id, None)
         bc_before = {t: _bc_picture(sb, t) for _, t in pairs}
-        cfg = write_config(sb, tmp_path, mappings=customers_only(sb))
+        # TIFF and BMP are opt-in (picture.allowed_formats); the corpus has both, so allow every format
+        every_format = {"allowed_formats": ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"]}
+        cfg = write_config(sb, tmp_path, mappings=customers_only(sb), picture=every_format)
 
         started = time.perf_counter()
         result, peak_kb = await run_measured(tmp_path / "peak", "run", "--once", "--json", "-c", str(cfg))

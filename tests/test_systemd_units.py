@@ -329,3 +329,24 @@ def test_name_resolution_and_http_work_without_netlink_sockets() -> None:
         """
     )
     assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr
+
+
+def _bytes(value: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_memory_and_tasks_are_capped_above_what_syncd_budgets_itself(name: str) -> None:
+    from syncd.config import Limits, PictureConfig
+
+    (high,) = values(name, "MemoryHigh")
+    (hard,) = values(name, "MemoryMax")
+    (tasks,) = values(name, "TasksMax")
+    # a run's own ~80 MB (BENCHMARKS.md, measure 5) plus every decode in flight together, plus the
+    # ~25% of it that glibc may keep in its heap after the decodes (measure 7)
+    needed = 80_000_000 + PictureConfig().max_decode_memory * 5 // 4
+    assert needed < _bytes(high) < _bytes(hard), (name, high, hard)
+    workers = Limits.model_fields["cpu_workers"].metadata
+    most_workers = max(m.le for m in workers if hasattr(m, "le"))
+    assert int(tasks) >= most_workers + 32 + 8  # normalizers, Python's default pool, loop and SQLite
