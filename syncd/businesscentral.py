@@ -20,6 +20,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+from urllib.parse import urljoin
 
 import structlog
 
@@ -158,7 +159,7 @@ class BusinessCentralClient:
             link = data.get("@odata.nextLink")
             if link is not None and not isinstance(link, str):
                 raise MalformedReplyError(f"list {kind}: @odata.nextLink is not a link", status=resp.status)
-            url = link or None
+            url = urljoin(url, link) if link else None  # absolute as documented; a relative one resolved
             params = None  # the next link carries every query option; follow it unchanged
 
     def _row(self, kind: TargetKind, raw: Any, extra: Sequence[str] = ()) -> TargetRow:

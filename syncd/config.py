@@ -95,6 +95,15 @@ class _Model(BaseModel):
 # --- SuperOffice auth ------------------------------------------------------------------------------
 
 
+def _no_userinfo(url: str) -> None:
+    """A base_url must not carry credentials (``https://user:pass@host/…``): they would be sent to
+    whoever the URL names and printed wherever the URL is. The value itself is never echoed."""
+    if "@" in urlsplit(url).netloc:
+        raise ValueError(
+            "must not contain a user name or password (user:password@host); put credentials under auth:"
+        )
+
+
 class SOBasicAuth(_Model):
     type: Literal["basic"]
     username: str
@@ -123,6 +132,13 @@ class SOSystemUserAuth(_Model):
     jwt_public_key: str | None = None  # PEM of SuperOffice's signing certificate key: verify the JWT
     ticket_lifetime: Duration = 6 * 3600.0  # documented sliding window; renewed before it ends
 
+    @field_validator("login_url")
+    @classmethod
+    def _login_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            _no_userinfo(v)
+        return v
+
 
 SOAuth = Annotated[
     SOBasicAuth | SOTicketAuthConfig | SOBearerAuth | SOSystemUserAuth, Field(discriminator="type")
@@ -141,6 +157,13 @@ class BCClientCredentials(_Model):
     private_key: SecretValue | None = None  # its private key (PEM)
     scope: str = "https://api.businesscentral.dynamics.com/.default"
     token_url: str | None = None  # default https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            _no_userinfo(v)
+        return v
 
     @model_validator(mode="after")
     def _one_credential(self) -> BCClientCredentials:
@@ -179,7 +202,7 @@ class ApiLimits(_Model):
     # Every reply is bounded, counted after decompression: listing pages by max_page_bytes, every other
     # reply (metadata, errors, tokens) by max_reply_bytes; a listing ends after max_pages pages at most.
     max_reply_bytes: Size = Field(default=1_000_000, ge=1024)
-    max_page_bytes: Size = Field(default=50_000_000, ge=1024)
+    max_page_bytes: Size = Field(default=20_000_000, ge=1024)
     max_pages: int = Field(default=10_000, ge=1)
 
 
@@ -191,15 +214,6 @@ def _so_limits() -> ApiLimits:
 def _bc_limits() -> ApiLimits:
     # BC online: 6,000 requests / 5 min per principal = 20/s, and 5 concurrent requests per user.
     return ApiLimits(requests_per_second=18, concurrency=5)
-
-
-def _no_userinfo(url: str) -> None:
-    """A base_url must not carry credentials (``https://user:pass@host/…``): they would be sent to
-    whoever the URL names and printed wherever the URL is. The value itself is never echoed."""
-    if "@" in urlsplit(url).netloc:
-        raise ValueError(
-            "must not contain a user name or password (user:password@host); put credentials under auth:"
-        )
 
 
 class SuperOfficeConfig(_Model):

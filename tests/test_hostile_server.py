@@ -10,6 +10,7 @@ ledger saying ``ok``).
 from __future__ import annotations
 
 import asyncio
+import copy
 import gzip
 import time
 import tracemalloc
@@ -18,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from e2e import syncd, write_config
 from hostile import Hostile, Reply, Seen
 
 from syncd.auth import BearerAuth, ClientCredentialsAuth
 from syncd.businesscentral import BusinessCentralClient
-from syncd.config import ApiLimits, load_config
+from syncd.config import ApiLimits, load_config, parse_config
 from syncd.engine import NullReporter, RunOptions
-from syncd.errors import ApiError, AuthError, ForeignOriginError, MalformedReplyError
+from syncd.errors import ApiError, AuthError, ConfigError, ForeignOriginError, MalformedReplyError
 from syncd.http import ApiClient, new_session
 from syncd.jobs import MappingOutcome, run_job
 from syncd.ledger import Ledger
@@ -159,6 +161,31 @@ async def test_a_base_url_with_user_and_password_is_refused_without_echoing_them
             assert "user name or password" in out
             assert secret not in out and "Traceback" not in out
         assert sb.so.log.count() == 0 and sb.bc.log.count() == 0
+
+
+def test_no_configured_url_may_carry_user_and_password(tmp_path: Path) -> None:
+    secret = "pa55-in-url"
+    base = {
+        "superoffice": {
+            "base_url": "https://online.superoffice.com/Cust1/api/v1",
+            "auth": {"type": "basic", "username": "u", "password": "p"},
+        },
+        "businesscentral": {
+            "base_url": "https://api.businesscentral.dynamics.com/v2.0/t/production/api/v2.0",
+            "company": "CRONUS",
+            "auth": {"type": "client_credentials", "tenant_id": "t", "client_id": "c", "client_secret": "s"},
+        },
+        "mappings": [{"name": "m", "source": "contact", "target": "customers", "pairs": {"1": "C1"}}],
+    }
+    parse_config(yaml.safe_dump(base))  # the same config without credentials in a URL is fine
+    bad = copy.deepcopy(base)
+    bad["businesscentral"]["auth"]["token_url"] = f"https://x:{secret}@login.example.com/t/oauth2/v2.0/token"
+    bad["superoffice"]["state_url"] = f"https://x:{secret}@online.superoffice.com/api/state"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(yaml.safe_dump(bad))
+    assert "businesscentral.auth.token_url" in caught.value.message
+    assert "superoffice.state_url" in caught.value.message
+    assert secret not in str(caught.value)
 
 
 # -- 3. every run ends -------------------------------------------------------------------------------
