@@ -117,7 +117,9 @@ async def test_server_token_guards_the_page_json_and_thumbnails_but_not_the_prob
         await server.stop()
 
 
-def test_allowed_hosts_take_names_only(tmp_path: Path) -> None:
+def test_allowed_hosts_take_names_only_and_a_token_must_be_long(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="token"):
+        _config(tmp_path / "ledger.sqlite", token="short")
     with pytest.raises(ConfigError, match="allowed_hosts"):
         _config(tmp_path / "ledger.sqlite", allowed_hosts=["http://syncd.example.org/"])
     config = _config(tmp_path / "ledger.sqlite", allowed_hosts=["Syncd.Example.org.", "[FD00::1]"])
