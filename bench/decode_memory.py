@@ -1,6 +1,10 @@
 """Peak RSS of decoding issue #13's hostile PNGs with 8 in flight, with and without the decode budget.
 
     .venv/bin/python bench/decode_memory.py            # both pictures, before and after, as JSON lines
+    .venv/bin/python bench/decode_memory.py --e2e [--code DIR]
+        `syncd run --once` against the sandbox, 16 contacts carrying those PNGs (8 of each), with
+        limits.concurrency 8 and cpu_workers 8; --code runs another checkout's syncd package (e.g. one
+        extracted with `git archive COMMIT syncd | tar -x -C DIR`) for a before/after comparison
 
 Each measurement runs in a fresh interpreter (ru_maxrss is a high-water mark), with 8 normalizer threads
 and 8 decodes submitted at once, as ``limits.concurrency: 8`` and ``limits.cpu_workers: 8`` would do.
@@ -25,6 +29,7 @@ PICTURES = {
     "png_7000_16bit": "Image.new('I;16', (7000, 7000), 1234).save(p, 'PNG')",
 }
 IN_FLIGHT = 8
+ROOT = Path(__file__).resolve().parent.parent
 
 _MEASURE = r"""
 import asyncio, json, resource, sys
@@ -66,10 +71,68 @@ def picture(name: str) -> Path:
     return path
 
 
+async def e2e(code: Path) -> dict[str, object]:
+    """Peak RSS of the syncd CLI (started through bench.launch, so the figure is its own) over a sandbox
+    whose contacts carry the hostile PNGs."""
+    import asyncio
+    import shutil
+
+    from syncd.sandbox.server import Sandbox
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from e2e import write_config
+
+    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-e2e-"))
+    try:
+        async with Sandbox(seed=5, contacts=30, persons=0) as sb:
+            written = sb.dataset.expected["mappings"]["customers"]["written"]
+            data = [picture(name).read_bytes() for name in PICTURES]
+            for i, (sid, _) in enumerate(written[:16]):
+                sb.dataset.so.set_image("contact", sid, data[i % 2], "image/png")
+            limits = {"concurrency": IN_FLIGHT, "cpu_workers": IN_FLIGHT}
+            cfg = write_config(sb, tmp, mappings=[sb.config()["mappings"][0]], limits=limits)
+            out = tmp / "launch.json"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.launch",
+                str(out),
+                "--",
+                sys.executable,
+                "-m",
+                "syncd",
+                "run",
+                "--once",
+                "--json",
+                "-c",
+                str(cfg),
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                cwd=str(code),  # `python -m syncd` imports the syncd package found there first
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            stdout, _ = await proc.communicate()
+        launched = json.loads(out.read_text())
+        counts = json.loads(stdout)["mappings"][0]["counts"]
+        return {
+            "e2e": str(code),
+            "exit": launched["code"],
+            "peak_rss_mb": round(launched["max_rss_mb"]),
+            "written": counts.get("written", 0),
+            "failed": counts.get("failed", 0),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
-    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "")}
-    if not env["MALLOC_ARENA_MAX"]:
-        env.pop("MALLOC_ARENA_MAX")
+    if "--e2e" in sys.argv:
+        import asyncio
+
+        code = Path(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else ROOT
+        print(json.dumps(asyncio.run(e2e(code.resolve()))), flush=True)
+        return 0
+    env = dict(os.environ)
     for name in PICTURES:
         path = picture(name)
         for mode in ("before", "after"):

@@ -370,6 +370,13 @@ class ServerConfig(_Model):
     # Basic with the token as password, which browsers ask for); /healthz, /readyz, /metrics stay open.
     token: SecretValue | None = None
 
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: Secret | None) -> Secret | None:
+        if v is not None and len(v.reveal().strip()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. the output of `openssl rand -hex 24`)")
+        return v
+
     @field_validator("allowed_hosts")
     @classmethod
     def _host_names(cls, v: list[str]) -> list[str]:

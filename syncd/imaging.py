@@ -478,7 +478,7 @@ def decode_estimate(data: bytes, profile: PictureProfile) -> int:
                 sw, sh = _stored_target(width, height, _orientation(src), profile)
                 want_w, want_h = max(1, int(sw * _REDUCING_GAP)), max(1, int(sh * _REDUCING_GAP))
                 scale = min(width // want_w, height // want_h)
-                s = next(f for f in (8, 4, 2, 1) if scale >= f)  # Pillow's JpegImageFile.draft
+                s = next((f for f in (8, 4, 2) if scale >= f), 1)  # as Pillow's JpegImageFile.draft
                 width, height = (width + s - 1) // s, (height + s - 1) // s
     except Exception:  # unreadable header: normalize says what is wrong with it
         return len(data)

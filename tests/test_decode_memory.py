@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,37 @@ async def test_the_budget_admits_first_come_first_served_and_survives_cancelled_
     with pytest.raises(ValueError):
         async with budget.reserve(101):
             pass
+
+
+def test_the_estimate_follows_the_decode_a_header_announces() -> None:
+    profile = imaging.PictureProfile()
+
+    def encoded(im: Image.Image, fmt: str, **kw: Any) -> bytes:
+        out = io.BytesIO()
+        im.save(out, fmt, **kw)
+        return out.getvalue()
+
+    pictures = {
+        "small_jpeg": encoded(Image.new("RGB", (300, 200), "red"), "JPEG"),
+        "big_jpeg": encoded(Image.new("RGB", (4000, 3000), "red"), "JPEG"),
+        "grey16": encoded(Image.new("I;16", (2000, 2000), 1000), "PNG"),
+        "trns": trns_png(2000),
+    }
+    est = {name: imaging.decode_estimate(data, profile) for name, data in pictures.items()}
+    assert est["small_jpeg"] >= 300 * 200 * 4  # decoded whole: it is smaller than the target already
+    # a 12 MP JPEG decodes at 1/4 scale (draft) for a 500×500 target: 1000×750 RGB, not 4000×3000
+    assert 1000 * 750 * 4 <= est["big_jpeg"] < 4000 * 3000 * 4
+    assert est["grey16"] >= 2000 * 2000 * (2 + 4)  # I;16, then widened to I
+    assert est["trns"] >= 2000 * 2000 * (4 + 4 + 4)  # RGB, its RGBA copy, and the premultiplied one
+    assert imaging.decode_estimate(b"not a picture", profile) == len(b"not a picture")
+    # a header announcing 9000×9000 (CRC fixed, so it parses): refused on its header by normalize, so
+    # the estimate does not hold budget for it
+    png = bytearray(trns_png(100))
+    png[16:24] = (9000).to_bytes(4, "big") * 2
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    with Image.open(io.BytesIO(bytes(png))) as header:
+        assert header.size == (9000, 9000)
+    small_limit = imaging.PictureProfile(max_input_pixels=1_000_000)
+    assert imaging.decode_estimate(bytes(png), small_limit) == len(png)
+    roomy = imaging.PictureProfile(max_input_pixels=100_000_000)
+    assert imaging.decode_estimate(bytes(png), roomy) > 9000 * 9000 * 12

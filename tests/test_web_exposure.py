@@ -5,12 +5,16 @@ with the ``Host:`` header a DNS-rebinding page in a local browser would send."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from conftest import WriteConfig
+from test_daemon import CUSTOMERS_ONLY, DaemonProcess, overrides
 from test_web import FakeSource, make_config
 
 from syncd.config import Config, parse_config
@@ -113,8 +117,33 @@ async def test_server_token_guards_the_page_json_and_thumbnails_but_not_the_prob
         await server.stop()
 
 
-def test_allowed_hosts_take_names_only(tmp_path: Path) -> None:
+def test_allowed_hosts_take_names_only_and_a_token_must_be_long(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="token"):
+        _config(tmp_path / "ledger.sqlite", token="short")
     with pytest.raises(ConfigError, match="allowed_hosts"):
         _config(tmp_path / "ledger.sqlite", allowed_hosts=["http://syncd.example.org/"])
     config = _config(tmp_path / "ledger.sqlite", allowed_hosts=["Syncd.Example.org.", "[FD00::1]"])
     assert config.server.allowed_hosts == ["syncd.example.org", "[fd00::1]"]
+
+
+async def test_the_daemon_serves_its_status_only_to_its_names_and_with_its_token(
+    make_sandbox: Any, write_config: WriteConfig
+) -> None:
+    """The same through ``syncd run`` (the daemon), the token given as ``${ENV}``."""
+    sb = await make_sandbox(contacts=8, persons=0)
+    server = {"allowed_hosts": ["syncd.example.org"], "token": "${SYNCD_STATUS_TOKEN}"}
+    cfg = write_config(sb, **overrides(server=server, schedule={"interval": "1h"}, **CUSTOMERS_ONLY))
+    daemon = await DaemonProcess.start(cfg, {"SYNCD_STATUS_TOKEN": TOKEN})
+    try:
+        url = f"http://127.0.0.1:{await daemon.port()}"
+        await daemon.wait_log("run finished", mapping="customers")
+        bearer = f"Bearer {TOKEN}"
+        assert (await _get(url, "/status.json", Host="rebound.example", Authorization=bearer))[0] == 421
+        assert (await _get(url, "/status.json"))[0] == 401
+        status, text, _ = await _get(url, "/status.json", Host="syncd.example.org", Authorization=bearer)
+        assert status == 200 and '"customers"' in text
+        for path in PROBE_ROUTES:
+            assert (await _get(url, path))[0] == 200, path
+        assert TOKEN not in json.dumps(daemon.logs)
+    finally:
+        await daemon.kill()
