@@ -297,6 +297,7 @@ class Daemon:
             return int(exc.exit_code)
         self._auth_verified = True
         await self._update_ledger_gauge(self._gen)
+        await self._seed_metrics(self._gen)
         self.scheduler.start()
         self._state = "ready"
         log.info(
@@ -451,6 +452,27 @@ class Daemon:
             parts.append("running: " + ", ".join(f"{n} ({m})" for n, m in running.items()))
         return "; ".join(parts) or "ready"
 
+    def _set_metric_mappings(self, config: Config) -> None:
+        self._metrics.set_mappings(
+            {m.name: config.businesscentral.company for m in config.mappings},
+            {m.name: config.schedule.interval for m in config.mappings if m.enabled},
+        )
+
+    async def _seed_metrics(self, gen: _Generation) -> None:
+        """The config's mappings and, from the ledger, each one's last success before this start."""
+        self._set_metric_mappings(gen.config)
+        ledger = gen.runtime.ledger
+        if ledger is None:
+            return
+        for m in gen.config.mappings:
+            try:
+                when = await ledger.last_success_at(m.name)
+            except (sqlite3.Error, ValueError) as exc:
+                log.warning("cannot read the last successful run", mapping=m.name, error=str(exc))
+                continue
+            if when is not None:
+                self._metrics.set_last_success(m.name, when.timestamp())
+
     async def _update_ledger_gauge(self, gen: _Generation) -> None:
         ledger = gen.runtime.ledger
         if ledger is None or gen.closed:
@@ -491,6 +513,7 @@ class Daemon:
             self._gen = gen
             self._auth_problem, self._auth_verified = None, True
             self.scheduler.apply(config)
+            self._set_metric_mappings(config)
             if old is not None:
                 old.retired = True
                 self._maybe_close(old)

@@ -674,6 +674,12 @@ class Ledger:
             rows = await self._fetchall(sql, (mapping, limit))
         return [_run_from_row(r) for r in rows]
 
+    async def last_success_at(self, mapping: str) -> datetime | None:
+        """When the mapping's last run that went through (outcome ok or partial) ended, if any."""
+        sql = "SELECT max(finished_at) FROM runs WHERE mapping = ? AND outcome IN ('ok', 'partial')"
+        rows = await self._fetchall(sql, (mapping,))
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
     async def get_run(self, run_id: int) -> RunRecord | None:
         rows = await self._fetchall("SELECT * FROM runs WHERE id = ?", (run_id,))
         return _run_from_row(rows[0]) if rows else None

@@ -566,9 +566,12 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    metrics = request.app[SOURCE_KEY].metrics
+    source = request.app[SOURCE_KEY]
+    metrics = source.metrics
     if metrics is None:
         raise web.HTTPNotFound(text="no metrics in this process\n")
+    readiness = await source.readiness()  # what /readyz would answer now, as syncd_ready{,_check}
+    metrics.set_readiness(readiness.ready, {name: c.ok for name, c in readiness.checks.items()})
     body = metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

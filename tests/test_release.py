@@ -32,6 +32,9 @@ SHARED = [
     "share/syncd/systemd/syncd-once.timer",
     "share/syncd/systemd/syncd@.service",
     "share/syncd/systemd/README.md",
+    "share/syncd/contrib/prometheus/syncd-rules.yml",
+    "share/syncd/contrib/prometheus/syncd-rules_test.yml",
+    "share/syncd/contrib/grafana/syncd.json",
     "share/doc/syncd/CHANGELOG.md",
 ]
 PACKAGE = [
@@ -102,6 +105,9 @@ async def test_wheel_and_sdist_carry_a_service_install_and_the_wheel_runs_outsid
         "syncd/sandbox/businesscentral.py",
         "config/example.yaml",
         "systemd/syncd.service",
+        "contrib/prometheus/syncd-rules.yml",
+        "contrib/prometheus/syncd-rules_test.yml",
+        "contrib/grafana/syncd.json",
         "tests/test_release.py",
     ]
     lacking = [n for n in wanted if n not in members]
@@ -119,6 +125,7 @@ async def test_wheel_and_sdist_carry_a_service_install_and_the_wheel_runs_outsid
     where = await _run(py, "-c", "import syncd; print(syncd.__file__)", cwd=home, env=env)
     assert Path(where.strip()).is_relative_to(venv), where  # the installed copy, not the checkout
     assert (venv / "share" / "syncd" / "config" / "example.yaml").is_file()
+    assert (venv / "share" / "syncd" / "contrib" / "prometheus" / "syncd-rules.yml").is_file()
 
     version = await _run(venv / "bin" / "syncd", "--version", cwd=home, env=env)
     assert version.strip() == f"syncd {VERSION}", version
