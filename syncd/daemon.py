@@ -54,6 +54,7 @@ from syncd.notify import Notifier, watchdog_loop
 from syncd.runtime import Runtime, open_runtime
 from syncd.scheduler import MappingScheduler, plan_jobs
 from syncd.superoffice import ID_COLUMN
+from syncd.targets import check_owners
 from syncd.web import Check, Readiness, WebServer, ledger_writable
 
 __all__ = ["PROBE_TIMEOUT", "Daemon", "probe", "run_daemon"]
@@ -79,7 +80,8 @@ async def probe(rt: Runtime) -> None:
     kind = next((m.source for m in cfg.mappings if m.enabled), cfg.mappings[0].source)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
-            await rt.target.resolve_company()
+            # every company found (one GET /companies for all), and no two mappings owning one record
+            await check_owners(rt, [m for m in cfg.mappings if m.enabled])
             await rt.so_api.request(
                 "GET",
                 f"{cfg.superoffice.base_url}/{_SO_ENTITY[kind]}",
@@ -354,7 +356,11 @@ class Daemon:
             "authenticated with both APIs",
             superoffice=rt.so_api.auth.describe(),
             businesscentral=rt.bc_api.auth.describe(),
-            company=rt.target.company_id,
+            companies={
+                m.name: f"{t.company_name or t.company} ({t.company_id})"
+                for m in config.mappings
+                if (t := rt.target_of(m.name)).company_id
+            },
         )
         return _Generation(config, rt, stack)
 
@@ -454,7 +460,7 @@ class Daemon:
 
     def _set_metric_mappings(self, config: Config) -> None:
         self._metrics.set_mappings(
-            {m.name: config.businesscentral.company for m in config.mappings},
+            {m.name: config.company_of(m) for m in config.mappings},
             {m.name: config.schedule.interval for m in config.mappings if m.enabled},
         )
 

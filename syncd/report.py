@@ -184,6 +184,11 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     def cell(run: dict[str, Any], key: str) -> str:
         return str(run.get("counts", {}).get(key, 0))
 
+    companies = status.get("companies", {})
+    table.add_row(
+        "company",
+        *[run.get("company") or companies.get(run["mapping"], {}).get("company", "") for run in runs],
+    )
     table.add_row("started (UTC)", *[(run["started_at"] or "")[:19].replace("T", " ") for run in runs])
     table.add_row("mode", *[run["mode"] for run in runs])
     table.add_row("outcome", *[run["outcome"] or "running" for run in runs])

@@ -120,6 +120,7 @@ class MappingRow:
     name: str
     source: str
     target: str
+    company: str  # the Business Central company (as configured; for a removed mapping, from the ledger)
     enabled: bool
     in_config: bool
     running: str | None  # mode of the run going on
@@ -149,7 +150,7 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
         changes = await ledger.recent_changes(limit=recent)
     else:
         path = str(config.ledger) if config is not None else ""
-        status = {"ledger": path, "items": 0, "runs": [], "history": [], "issues": []}
+        status = {"ledger": path, "items": 0, "runs": [], "history": [], "issues": [], "companies": {}}
         changes = []
     last = {r["mapping"]: r for r in status["runs"]}
     running = source.running()
@@ -162,6 +163,7 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
                 name=m.name,
                 source=m.source,
                 target=m.target,
+                company=config.company_of(m) if config is not None else "",
                 enabled=m.enabled,
                 in_config=True,
                 running=running.get(m.name),
@@ -178,6 +180,7 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
                     name=name,
                     source="",
                     target="",
+                    company=str(run.get("company") or status["companies"].get(name, {}).get("company", "")),
                     enabled=False,
                     in_config=False,
                     running=running.get(name),
@@ -200,6 +203,7 @@ def page_json(data: PageData) -> dict[str, Any]:
                 "name": r.name,
                 "source": r.source,
                 "target": r.target,
+                "company": r.company,
                 "enabled": r.enabled,
                 "in_config": r.in_config,
                 "running": r.running,
@@ -365,7 +369,7 @@ def _mapping_rows(rows: Sequence[MappingRow]) -> str:
         if not r.in_config:
             flow, nxt = "not in the config any more", ""
         else:
-            flow = f"{r.source} → {r.target}"
+            flow = f"{r.source} → {r.target} · {r.company}"
             if not r.enabled:
                 nxt = '<span class="muted">disabled</span>'
             else:

@@ -216,7 +216,7 @@ async def test_thumbnails_are_served_as_images_and_unknown_ones_are_404(
 async def test_status_json_agrees_with_syncd_status(client: Client, ledger: Ledger) -> None:
     data = await (await client.get("/status.json")).json()
     expected = json.loads(json.dumps(await status_data(ledger, str(ledger.path)), default=str))
-    for key in ("ledger", "items", "runs", "history", "issues"):
+    for key in ("ledger", "items", "runs", "history", "issues", "companies"):
         assert data[key] == expected[key], key
     assert [r["mapping"] for r in data["runs"]] == ["staff", "customers"]
     assert len(data["recent"]) == 2 and data["recent"][0]["thumbs"]["source"].startswith("/thumb/")
@@ -224,6 +224,7 @@ async def test_status_json_agrees_with_syncd_status(client: Client, ledger: Ledg
         "name": "vendors",
         "source": "contact",
         "target": "vendors",
+        "company": "CRONUS",
         "enabled": False,
         "in_config": True,
         "running": None,
