@@ -157,13 +157,14 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
     rows: list[MappingRow] = []
     configured = config.mappings if config is not None else []
     for m in configured:
+        assert config is not None
         nxt = source.next_runs(m.name)
         rows.append(
             MappingRow(
                 name=m.name,
                 source=m.source,
                 target=m.target,
-                company=config.company_of(m) if config is not None else "",
+                company=_company_shown(config.company_of(m), status["companies"].get(m.name)),
                 enabled=m.enabled,
                 in_config=True,
                 running=running.get(m.name),
@@ -191,6 +192,16 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
             )
     targets = {m.name: str(m.target) for m in configured}
     return PageData(status, readiness, rows, changes, datetime.now(UTC), targets)
+
+
+def _company_shown(configured: str, bound: Mapping[str, Any] | None) -> str:
+    """The company's name when the ledger knows the mapping writes to it (the config may give its id)."""
+    if bound and configured.strip().lower() in (
+        str(bound["company"]).lower(),
+        str(bound["company_id"]).lower(),
+    ):
+        return str(bound["company"])
+    return configured
 
 
 def page_json(data: PageData) -> dict[str, Any]:

@@ -260,7 +260,8 @@ async def test_one_daemon_mirrors_two_companies_under_one_rate_limit(
         labels = f'company="{de}",mapping="customers-de",mode="incremental",outcome="partial"'
         assert f"syncd_runs_total{{{labels}}} 1.0" in metrics
         _, page = await get(port, "/")
-        assert f"contact → customers · {de}" in page
+        # its name, though the config gives its id
+        assert f"contact → customers · {SECOND_COMPANY_NAME}" in page
         _, status_json = await get(port, "/status.json")
         data = json.loads(status_json)
         assert data["companies"]["customers-de"]["company"] == SECOND_COMPANY_NAME
