@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from conftest import WriteConfig
-from test_daemon import CUSTOMERS_ONLY, DaemonProcess, eventually, overrides
+from test_daemon import CUSTOMERS_ONLY, DaemonProcess, overrides
 
 from syncd.metrics import Metrics
 from syncd.sandbox.server import Sandbox
@@ -302,10 +302,6 @@ async def test_prometheus_scrapes_the_daemon_and_evaluates_the_rules(
                 prom.kill()
                 await prom.wait()
         await daemon.kill()
-
-
-# Keep the helper import used even when only the fast tests run.
-_ = eventually
 
 
 def test_configured_mappings_have_zero_series_and_their_interval() -> None:

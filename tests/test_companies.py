@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import WriteConfig
 from e2e import syncd
 from test_daemon import DaemonProcess, get, overrides
@@ -349,4 +348,3 @@ async def test_check_names_each_company_and_its_permission(
     assert "customers: read one page with pictures (company 'CRONUS DE')" in out
     assert "✗ Business Central company 'CRONUS FR' not found" in out
     assert "companies available: 'CRONUS', 'CRONUS DE'" in out
-    _ = yaml  # (config files are written by write_config)

@@ -35,6 +35,7 @@ SHARED = [
     "share/syncd/contrib/prometheus/syncd-rules.yml",
     "share/syncd/contrib/prometheus/syncd-rules_test.yml",
     "share/syncd/contrib/grafana/syncd.json",
+    "share/syncd/contrib/README.md",
     "share/doc/syncd/CHANGELOG.md",
 ]
 PACKAGE = [
