@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from conftest import WriteConfig
 from e2e import syncd
-from test_daemon import DaemonProcess, get, overrides
+from test_daemon import DaemonProcess, eventually, get, overrides
+from test_daemon import in_process as in_process  # a fixture (explicit re-export)
 
 from syncd import ledger as ledger_module
 from syncd.config import parse_config
@@ -348,3 +350,32 @@ async def test_check_names_each_company_and_its_permission(
     assert "customers: read one page with pictures (company 'CRONUS DE')" in out
     assert "✗ Business Central company 'CRONUS FR' not found" in out
     assert "companies available: 'CRONUS', 'CRONUS DE'" in out
+
+
+async def test_a_reload_that_adds_a_second_owner_is_rejected_and_the_old_config_keeps_syncing(
+    make_sandbox: Any,
+    write_config: WriteConfig,
+    in_process: Any,
+) -> None:
+    sb: Sandbox = await make_sandbox(contacts=10, persons=0)
+    one = {
+        "name": "customers",
+        "source": "contact",
+        "target": "customers",
+        "match": {"source": "code", "target": "number"},
+    }
+    cfg = write_config(sb, **overrides(schedule={"interval": "1h"}, mappings=[one]))
+    with structlog.testing.capture_logs() as logs:
+        d = in_process(cfg)
+        await d.ready()
+        await eventually(lambda: d.daemon.last_outcomes().get("customers") is not None, 30, "first run")
+        patches = sb.bc.log.count(method="PATCH")
+        by_id = {**one, "name": "by-id", "company": sb.dataset.company_id.upper()}
+        write_config(sb, **overrides(schedule={"interval": "1h"}, mappings=[one, by_id]))
+        d.daemon.request_reload()
+        await eventually(lambda: d.daemon.reloads == 1, 20, "the reload")
+        rejected = [e for e in logs if e["event"] == "reload rejected; the running config stays in effect"]
+        assert rejected and "mappings 'customers' and 'by-id' both write pictures" in rejected[0]["error"]
+        assert [m.name for m in d.daemon.config.mappings] == ["customers"]
+        assert sb.bc.log.count(method="PATCH") == patches
+    assert await d.stop() == 0
