@@ -81,7 +81,10 @@ async def probe(rt: Runtime) -> None:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             # every company found (one GET /companies for all), and no two mappings owning one record
-            await check_owners(rt, [m for m in cfg.mappings if m.enabled])
+            enabled = [m for m in cfg.mappings if m.enabled]
+            await check_owners(rt, enabled)
+            if not enabled:  # still prove that Business Central accepts the credentials
+                await rt.target.resolve_company()
             await rt.so_api.request(
                 "GET",
                 f"{cfg.superoffice.base_url}/{_SO_ENTITY[kind]}",
