@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-smoke clean
+.PHONY: install demo test lint typecheck unit alerts dist bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,15 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# The alert rules' unit tests alone (make test runs them too, in tests/test_alerting.py); needs promtool.
+alerts:
+	promtool check rules contrib/prometheus/syncd-rules.yml
+	cd contrib/prometheus && promtool test rules syncd-rules_test.yml
+
+# The wheel and the sdist in dist/ (tests/test_release.py checks what they carry).
+dist: install
+	$(BIN)/python -m build --outdir dist .
+
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench --full
 
@@ -41,4 +50,4 @@ bench-smoke: $(VENV)/.bench-installed
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache

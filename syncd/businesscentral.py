@@ -16,6 +16,7 @@ the API returns and build them only when absent.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -44,7 +45,63 @@ class MalformedRecord(MalformedReplyError):
         super().__init__(message, status=200)
 
 
+class CompanyDirectory:
+    """The environment's companies, read once (``GET …/companies``) and shared by the clients of every
+    company a config writes to: several companies cost one request, not one each."""
+
+    def __init__(self, api: ApiClient, base_url: str) -> None:
+        self.api = api
+        self.base_url = base_url.rstrip("/")
+        self._companies: list[dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def companies(self) -> list[dict[str, Any]]:
+        async with self._lock:
+            if self._companies is None:
+                resp = await self.api.request("GET", f"{self.base_url}/companies", what="list companies")
+                data = resp.json()
+                value = data.get("value") if isinstance(data, dict) else None
+                if not isinstance(value, list):
+                    raise MalformedReplyError(
+                        "list companies: unexpected reply (no 'value' list)", status=resp.status
+                    )
+                self._companies = [
+                    c for c in value if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]
+                ]
+            return self._companies
+
+    async def resolve(self, company: str) -> tuple[str, str]:
+        """``(id, name)`` of the company with this id, or else this name or display name (names compare
+        case-insensitively). Raises :class:`ConfigError` naming the companies there are."""
+        companies = await self.companies()
+        wanted = company.strip()
+        for c in companies:
+            if str(c["id"]).lower() == wanted.lower():
+                return str(c["id"]), str(c.get("name") or c.get("displayName") or c["id"])
+        by_name = [
+            c
+            for c in companies
+            if wanted.casefold()
+            in (str(c.get("name", "")).casefold(), str(c.get("displayName", "")).casefold())
+        ]
+        if len(by_name) == 1:
+            return str(by_name[0]["id"]), str(by_name[0].get("name") or wanted)
+        names = ", ".join(repr(c.get("name")) for c in companies) or "none"
+        if len(by_name) > 1:
+            raise ConfigError(
+                f"Business Central company {wanted!r} matches {len(by_name)} companies",
+                hint="use the company id instead of its name",
+            )
+        raise ConfigError(
+            f"Business Central company {wanted!r} not found in this environment",
+            hint=f"companies available: {names} (businesscentral.company, or `company:` of a mapping)",
+        )
+
+
 class BusinessCentralClient:
+    """One company of one environment. Clients of several companies share one :class:`ApiClient` (one
+    token, one rate limit) and one :class:`CompanyDirectory`."""
+
     def __init__(
         self,
         api: ApiClient,
@@ -53,6 +110,7 @@ class BusinessCentralClient:
         *,
         page_size: int = 1000,
         max_picture_bytes: int = MAX_PICTURE_BYTES,
+        directory: CompanyDirectory | None = None,
     ) -> None:
         self.api = api
         self.max_picture_bytes = max_picture_bytes
@@ -61,6 +119,8 @@ class BusinessCentralClient:
         self.page_size = page_size
         self.dialect = self.base_url.rsplit("/", 1)[-1]  # v2.0 | v1.0 | beta
         self.company_id: str | None = None
+        self.company_name: str | None = None
+        self.directory = directory or CompanyDirectory(api, self.base_url)
 
     @property
     def v2(self) -> bool:
@@ -75,38 +135,8 @@ class BusinessCentralClient:
         """The company id for the configured name or id (case-insensitive on names)."""
         if self.company_id:
             return self.company_id
-        resp = await self.api.request("GET", f"{self.base_url}/companies", what="list companies")
-        data = resp.json()
-        rows = data.get("value") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise MalformedReplyError(
-                "list companies: unexpected reply (no 'value' list)", status=resp.status
-            )
-        companies = [c for c in rows if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
-        wanted = self.company.strip()
-        for c in companies:
-            if str(c.get("id", "")).lower() == wanted.lower():
-                self.company_id = str(c["id"])
-                return self.company_id
-        by_name = [
-            c
-            for c in companies
-            if wanted.casefold()
-            in (str(c.get("name", "")).casefold(), str(c.get("displayName", "")).casefold())
-        ]
-        if len(by_name) == 1:
-            self.company_id = str(by_name[0]["id"])
-            return self.company_id
-        names = ", ".join(repr(c.get("name")) for c in companies) or "none"
-        if len(by_name) > 1:
-            raise ConfigError(
-                f"businesscentral.company {wanted!r} matches {len(by_name)} companies",
-                hint="use the company id instead of its name",
-            )
-        raise ConfigError(
-            f"businesscentral.company {wanted!r} not found in this environment",
-            hint=f"companies available: {names}",
-        )
+        self.company_id, self.company_name = await self.directory.resolve(self.company)
+        return self.company_id
 
     def _entity_url(self, kind: TargetKind, record_id: str | None = None) -> str:
         assert self.company_id, "resolve_company() first"

@@ -45,7 +45,7 @@ from syncd.auth import (
     SOTicketAuth,
     SuperOfficeSystemUserAuth,
 )
-from syncd.businesscentral import BusinessCentralClient
+from syncd.businesscentral import CompanyDirectory
 from syncd.config import ApiLimits, Config
 from syncd.errors import ApiError, AuthError, ConfigError, ExitCode, SyncdError, UnreachableError
 from syncd.http import (
@@ -459,21 +459,46 @@ async def _check_businesscentral(config: Config, out: list[Finding]) -> None:
         if isinstance(auth, ClientCredentialsAuth):
             await _bc_token(session, auth, out)
         await _bc_companies(api, cfg.base_url, out)
-        target = BusinessCentralClient(api, cfg.base_url, cfg.company)
-        try:
-            company_id = await target.resolve_company()
-        except ConfigError as exc:
-            raise _fail(exc.message, exc.hint, ExitCode.CONFIG) from None
-        except UnreachableError as exc:
-            raise _unreachable(
-                "list companies", exc, "run the check again; the API answered a moment ago"
-            ) from None
-        out.append(Finding(True, f"company {cfg.company!r} (id {company_id})"))
+        # Every company the mappings write to (one GET /companies for all), then the read permission
+        # per company and entity. Two mappings that reach one company's entity are refused like a run.
+        directory = CompanyDirectory(api, cfg.base_url)
         problems: list[Finding] = []
-        for kind in dict.fromkeys(m.target for m in config.mappings):
-            finding = await _bc_read(api, cfg.base_url, company_id, kind)
-            (out if finding.ok else problems).append(finding)
-        if problems:  # every entity set is reported, the failures last
+        resolved: dict[str, str] = {}  # company id → as configured
+        owners: dict[tuple[str, str], str] = {}
+        for company in config.companies:
+            try:
+                company_id, name = await directory.resolve(company)
+            except ConfigError as exc:
+                problems.append(Finding(False, exc.message, exc.hint, ExitCode.CONFIG))
+                continue
+            except UnreachableError as exc:
+                raise _unreachable(
+                    "list companies", exc, "run the check again; the API answered a moment ago"
+                ) from None
+            if company_id.lower() not in resolved:
+                out.append(Finding(True, f"company {company!r} (id {company_id})"))
+            resolved.setdefault(company_id.lower(), company)
+            for m in config.mappings:
+                if config.company_of(m) != company:
+                    continue
+                other = owners.setdefault((company_id.lower(), str(m.target)), m.name)
+                if other != m.name:
+                    problems.append(
+                        Finding(
+                            False,
+                            f"mappings {other!r} and {m.name!r} both write to {m.target} of company "
+                            f"{name!r} (id {company_id})",
+                            "a record must have one owner: remove one mapping or point it at another company",
+                            ExitCode.CONFIG,
+                        )
+                    )
+            for kind in dict.fromkeys(m.target for m in config.mappings if config.company_of(m) == company):
+                finding = await _bc_read(api, cfg.base_url, company_id, kind)
+                finding = Finding(
+                    finding.ok, f"{finding.text} (company {name!r})", finding.hint, finding.code
+                )
+                (out if finding.ok else problems).append(finding)
+        if problems:  # every company and entity set is reported, the failures last
             out.extend(problems[:-1])
             raise _Failed(problems[-1])
 

@@ -210,12 +210,18 @@ async def status_data(ledger: Any, path: str) -> dict[str, Any]:
     for r in runs:
         latest.setdefault(r.mapping, r)
     issues = await ledger.list_issues()
+    companies = await ledger.companies()
     return {
         "ledger": path,
         "items": await ledger.count_items(),
         "runs": [_run_json(r) for r in latest.values()],
         "history": [_run_json(r) for r in runs[:20]],
         "issues": [_issue_json(i) for i in issues],
+        # the Business Central company each mapping's ledger rows describe
+        "companies": {
+            name: {"company": b.company, "company_id": b.company_id, "target": b.target_kind}
+            for name, b in companies.items()
+        },
     }
 
 
@@ -240,6 +246,7 @@ def _run_json(r: Any) -> dict[str, Any]:
         "error": r.error,
         "counts": counts,
         "seconds": _seconds_between(r.started_at, r.finished_at),
+        "company": getattr(r, "company", None),
     }
 
 

@@ -263,7 +263,8 @@ class SuperOfficeConfig(_Model):
 
 class BusinessCentralConfig(_Model):
     base_url: str
-    company: str  # name or id
+    # The company (name or id) of mappings that name none; optional when every mapping names one.
+    company: str | None = Field(default=None, min_length=1)
     auth: BCAuth
     limits: ApiLimits = Field(default_factory=_bc_limits)
     page_size: int = Field(default=1000, ge=1, le=20000)
@@ -406,6 +407,8 @@ class MappingConfig(_Model):
     on_source_blank: Literal["keep", "clear"] = "keep"
     on_target_changed: Literal["overwrite", "keep"] = "overwrite"
     enabled: bool = True
+    # the Business Central company (name or id) it writes to; default: businesscentral.company
+    company: str | None = Field(default=None, min_length=1)
 
     @field_validator("pairs", mode="before")
     @classmethod
@@ -443,6 +446,39 @@ class Config(_Model):
         if dupes:
             raise ValueError(f"mapping names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+    @model_validator(mode="after")
+    def _companies(self) -> Config:
+        nameless = [m.name for m in self.mappings if m.company is None]
+        if nameless and self.businesscentral.company is None:
+            raise ValueError(
+                f"mapping {', '.join(map(repr, nameless))} names no company and businesscentral.company is "
+                "not set: set `company:` on the mapping or businesscentral.company"
+            )
+        # Two mappings never own one BC record: the same entity in the same company is refused. (One
+        # naming the company and one its id is found once the names are resolved: syncd.targets.)
+        owner: dict[tuple[str, str], str] = {}
+        for m in self.mappings:
+            key = (self.company_of(m).strip().casefold(), str(m.target))
+            if key in owner:
+                raise ValueError(
+                    f"mappings {owner[key]!r} and {m.name!r} both write pictures to {m.target} of company "
+                    f"{self.company_of(m)!r}: a Business Central record must have one owner (merge them, "
+                    "or point one at another company)"
+                )
+            owner[key] = m.name
+        return self
+
+    def company_of(self, mapping: MappingConfig) -> str:
+        """The Business Central company (name or id, as configured) that ``mapping`` writes to."""
+        company = mapping.company or self.businesscentral.company
+        assert company is not None, "checked by the config validator"
+        return company
+
+    @property
+    def companies(self) -> list[str]:
+        """Every company the mappings write to, as configured, in mapping order, without repeats."""
+        return list(dict.fromkeys(self.company_of(m) for m in self.mappings))
 
     def picture_profile(self) -> PictureProfile:
         p = self.picture

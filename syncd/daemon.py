@@ -54,6 +54,7 @@ from syncd.notify import Notifier, watchdog_loop
 from syncd.runtime import Runtime, open_runtime
 from syncd.scheduler import MappingScheduler, plan_jobs
 from syncd.superoffice import ID_COLUMN
+from syncd.targets import check_owners
 from syncd.web import Check, Readiness, WebServer, ledger_writable
 
 __all__ = ["PROBE_TIMEOUT", "Daemon", "probe", "run_daemon"]
@@ -79,7 +80,11 @@ async def probe(rt: Runtime) -> None:
     kind = next((m.source for m in cfg.mappings if m.enabled), cfg.mappings[0].source)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
-            await rt.target.resolve_company()
+            # every company found (one GET /companies for all), and no two mappings owning one record
+            enabled = [m for m in cfg.mappings if m.enabled]
+            await check_owners(rt, enabled)
+            if not enabled:  # still prove that Business Central accepts the credentials
+                await rt.target.resolve_company()
             await rt.so_api.request(
                 "GET",
                 f"{cfg.superoffice.base_url}/{_SO_ENTITY[kind]}",
@@ -297,6 +302,7 @@ class Daemon:
             return int(exc.exit_code)
         self._auth_verified = True
         await self._update_ledger_gauge(self._gen)
+        await self._seed_metrics(self._gen)
         self.scheduler.start()
         self._state = "ready"
         log.info(
@@ -353,7 +359,11 @@ class Daemon:
             "authenticated with both APIs",
             superoffice=rt.so_api.auth.describe(),
             businesscentral=rt.bc_api.auth.describe(),
-            company=rt.target.company_id,
+            companies={
+                m.name: f"{t.company_name or t.company} ({t.company_id})"
+                for m in config.mappings
+                if (t := rt.target_of(m.name)).company_id
+            },
         )
         return _Generation(config, rt, stack)
 
@@ -451,6 +461,27 @@ class Daemon:
             parts.append("running: " + ", ".join(f"{n} ({m})" for n, m in running.items()))
         return "; ".join(parts) or "ready"
 
+    def _set_metric_mappings(self, config: Config) -> None:
+        self._metrics.set_mappings(
+            {m.name: config.company_of(m) for m in config.mappings},
+            {m.name: config.schedule.interval for m in config.mappings if m.enabled},
+        )
+
+    async def _seed_metrics(self, gen: _Generation) -> None:
+        """The config's mappings and, from the ledger, each one's last success before this start."""
+        self._set_metric_mappings(gen.config)
+        ledger = gen.runtime.ledger
+        if ledger is None:
+            return
+        for m in gen.config.mappings:
+            try:
+                when = await ledger.last_success_at(m.name)
+            except (sqlite3.Error, ValueError) as exc:
+                log.warning("cannot read the last successful run", mapping=m.name, error=str(exc))
+                continue
+            if when is not None:
+                self._metrics.set_last_success(m.name, when.timestamp())
+
     async def _update_ledger_gauge(self, gen: _Generation) -> None:
         ledger = gen.runtime.ledger
         if ledger is None or gen.closed:
@@ -491,6 +522,7 @@ class Daemon:
             self._gen = gen
             self._auth_problem, self._auth_verified = None, True
             self.scheduler.apply(config)
+            self._set_metric_mappings(config)
             if old is not None:
                 old.retired = True
                 self._maybe_close(old)

@@ -1,6 +1,7 @@
 """``syncd demo``: the built-in sandbox, a config for it, and two runs.
 
-The first run mirrors every matched SuperOffice picture into Business Central; the second finds
+The first run mirrors every matched SuperOffice picture into Business Central (customers of two
+companies, and employees); the second finds
 nothing to do and writes nothing. The sandbox's own request counters prove it (PATCH per run).
 Everything lives in ``./demo/`` (config + ledger) so you can poke at it afterwards:
 ``syncd status -c demo/syncd.yaml``.
@@ -20,6 +21,7 @@ from syncd.jobs import job_exit_code, run_job
 from syncd.logs import configure_logging
 from syncd.report import print_summary
 from syncd.runtime import open_runtime
+from syncd.sandbox.data import SECOND_COMPANY_NAME
 from syncd.sandbox.server import Sandbox
 
 DEMO_DIR = Path("demo")
@@ -40,6 +42,16 @@ async def _demo(console: Console) -> int:
         cfg = sandbox.config(ledger="./syncd-ledger.sqlite")
         # The sandbox's SuperOffice side is not rate-limited; Business Central keeps its real ceiling.
         cfg["superoffice"]["limits"] = {"requests_per_second": 200, "concurrency": 16}
+        # The same contacts also feed the customers of a second company: one token, one rate limit.
+        cfg["mappings"].append(
+            {
+                "name": "customers-de",
+                "company": SECOND_COMPANY_NAME,
+                "source": "contact",
+                "target": "customers",
+                "match": {"source": "code", "target": "number"},
+            }
+        )
         config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         config_path.chmod(0o600)  # it holds the sandbox's (public, fake) secrets literally
         console.rule("[bold]syncd demo")

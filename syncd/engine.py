@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -213,6 +213,7 @@ class Engine:
         target: BusinessCentralClient,
         ledger: Ledger | None,
         normalizer: Normalizer,
+        targets: Mapping[str, BusinessCentralClient] | None = None,  # by mapping name (its company)
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: asyncio.Event | None = None,
@@ -222,6 +223,7 @@ class Engine:
         self.chunk_size = chunk_size  # pairs per step through the run's store (and per ledger read)
         self.source = source
         self.target = target
+        self.targets = dict(targets or {})
         self.ledger = ledger
         self.normalizer = normalizer
         self.reporter: Reporter = reporter or NullReporter()
@@ -229,6 +231,10 @@ class Engine:
         self.stop = stop or asyncio.Event()
         self.profile = config.picture_profile()
         self.normalizer_version = self.profile.cache_key()
+
+    def _target(self, mapping: MappingConfig) -> BusinessCentralClient:
+        """The client of the company ``mapping`` writes to."""
+        return self.targets.get(mapping.name, self.target)
 
     # ------------------------------------------------------------------------------------------
     async def run_mapping(self, mapping: MappingConfig, options: RunOptions = RunOptions()) -> RunResult:
@@ -410,7 +416,7 @@ class Engine:
         self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
         target_fields = [mapping.match.target] if mapping.match else []
         batch: list[Any] = []
-        async for row in self.target.list(mapping.target, target_fields, on_bad=on_bad):
+        async for row in self._target(mapping).list(mapping.target, target_fields, on_bad=on_bad):
             batch.append(row)
             if len(batch) >= self.chunk_size:
                 await store.add_targets(batch)
@@ -756,7 +762,9 @@ class Engine:
                 result.plan.append(_plan_entry(w, "clear"))
                 return Outcome.CLEARED
             try:
-                await self.target.delete_picture(mapping.target, pair.target.id, if_match=w.target.etag)
+                await self._target(mapping).delete_picture(
+                    mapping.target, pair.target.id, if_match=w.target.etag
+                )
             except PreconditionFailedError:
                 # Someone put another picture there since the listing: it is not ours to clear.
                 log.warning(
@@ -907,7 +915,7 @@ class Engine:
         picture = w.pair.target.picture
         etag = w.target.etag
         if not etag:  # the listing did not carry the picture etag: read it (never send `*`)
-            picture = await self.target.get_picture(kind, rid)
+            picture = await self._target(mapping).get_picture(kind, rid)
             etag = picture.etag
         for attempt in range(2):
             if not etag:
@@ -916,14 +924,16 @@ class Engine:
                     status=0,
                 )
             try:
-                new_etag = await self.target.put_picture(kind, rid, picture, out.data, if_match=etag)
+                new_etag = await self._target(mapping).put_picture(
+                    kind, rid, picture, out.data, if_match=etag
+                )
                 result.counts.patches += 1
                 return new_etag or _pending_marker(out.width, out.height)
             except PreconditionFailedError:
                 result.counts.patches += 1
-                fresh = await self.target.get_picture(kind, rid)
+                fresh = await self._target(mapping).get_picture(kind, rid)
                 if fresh.present:
-                    current = await self.target.picture_content(kind, rid, fresh)
+                    current = await self._target(mapping).picture_content(kind, rid, fresh)
                     if sha256(current) == sha256(out.data):
                         return fresh.etag or _pending_marker(out.width, out.height)  # ours landed already
                 log.warning(

@@ -14,9 +14,10 @@ import structlog
 
 from syncd.config import MappingConfig
 from syncd.engine import RunOptions, RunResult
-from syncd.errors import ExitCode, SyncdError
+from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.locks import MappingLock
 from syncd.runtime import Runtime
+from syncd.targets import check_owner
 from syncd.types import Outcome
 
 log = structlog.get_logger("syncd.jobs")
@@ -58,11 +59,21 @@ def job_exit_code(outcomes: Sequence[MappingOutcome]) -> ExitCode:
 async def run_mapping_locked(rt: Runtime, mapping: MappingConfig, options: RunOptions) -> MappingOutcome:
     """One mapping under its lock. Errors a user can act on come back as values, not exceptions."""
     try:
+        await check_owner(rt, mapping)  # resolves its company; two mappings never own one BC record
         if options.dry_run:  # a dry run changes nothing, so it needs no lock
             return MappingOutcome(mapping.name, await rt.engine.run_mapping(mapping, options), None)
-        async with MappingLock(rt.config.ledger, mapping.name):
+        company = rt.config.company_of(mapping)
+        async with MappingLock(rt.config.ledger, mapping.name, company=company):
+            if rt.ledger is not None:
+                target = rt.target_of(mapping.name)
+                assert target.company_id is not None  # resolved by check_owner
+                await rt.ledger.bind_company(
+                    mapping.name, target.company_id, target.company_name or company, mapping.target
+                )
             return MappingOutcome(mapping.name, await rt.engine.run_mapping(mapping, options), None)
     except SyncdError as exc:
+        if isinstance(exc, ConfigError):
+            log.error("mapping refused", mapping=mapping.name, error=exc.message, hint=exc.hint)
         return MappingOutcome(mapping.name, None, exc)
 
 

@@ -10,6 +10,7 @@ Tables
     watermarks      per mapping and source kind, the ``updated_after`` the next incremental run lists from.
     issues          unmatched / ambiguous / failed records of a mapping's last finished run.
     recent_changes  the last few written pictures as small thumbnails, for the status page.
+    companies       per mapping, the Business Central company (id and name) and entity its rows describe.
 
 Durability and crash safety
     - Journal mode WAL: readers (``syncd status``) never block the writer and the writer never blocks them;
@@ -76,6 +77,7 @@ __all__ = [
     "CHUNK",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "CompanyBinding",
     "Issue",
     "IssueKind",
     "Ledger",
@@ -162,6 +164,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX recent_by_mapping ON recent_changes (mapping, id)",
     ),
+    # Several Business Central companies (issue #15): each mapping is bound to the company its rows
+    # describe, and each run records its company. Self-contained (touches no other step's tables or
+    # columns), so it applies after any earlier step. A v1 ledger's mappings bind on their next run.
+    (
+        """CREATE TABLE companies (
+            mapping TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            company TEXT NOT NULL,
+            target_kind TEXT NOT NULL,
+            bound_at TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        "ALTER TABLE runs ADD COLUMN company TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -213,6 +228,18 @@ class RunRecord:
     counts: dict[str, int]
     outcome: str | None
     error: str | None
+    company: str | None = None  # the BC company's name when the run started (None: before schema v3)
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyBinding:
+    """The Business Central company a mapping's ledger rows describe."""
+
+    mapping: str
+    company_id: str
+    company: str  # its name
+    target_kind: str
+    bound_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +358,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         counts={str(k): int(v) for k, v in json.loads(row["counts_json"]).items()},
         outcome=row["outcome"],
         error=clean_optional(row["error"]),
+        company=row["company"] if "company" in row.keys() else None,  # noqa: SIM118 (Row: `in` is values)
     )
 
 
@@ -359,9 +387,11 @@ _RESET = (
     "DELETE FROM watermarks WHERE (?1 IS NULL OR mapping = ?1)",
     "DELETE FROM issues WHERE (?1 IS NULL OR mapping = ?1)",
     "DELETE FROM recent_changes WHERE (?1 IS NULL OR mapping = ?1)",
+    "DELETE FROM companies WHERE (?1 IS NULL OR mapping = ?1)",
 )
 _EXPORT = {
     "items": _SELECT_ITEMS + "WHERE (?1 IS NULL OR mapping = ?1) ORDER BY mapping, source_kind, source_id",
+    "companies": "SELECT * FROM companies WHERE (?1 IS NULL OR mapping = ?1) ORDER BY mapping",
     "runs": "SELECT * FROM runs WHERE (?1 IS NULL OR mapping = ?1) ORDER BY id",
     "watermarks": "SELECT * FROM watermarks WHERE (?1 IS NULL OR mapping = ?1) ORDER BY mapping, source_kind",
     "issues": "SELECT * FROM issues WHERE (?1 IS NULL OR mapping = ?1) ORDER BY mapping, kind, source_id",
@@ -642,7 +672,9 @@ class Ledger:
         async with self._transaction():
             await self._mark_interrupted(mapping, None)
             cursor = await self._exec(
-                "INSERT INTO runs (mapping, started_at, mode) VALUES (?, ?, ?)", (mapping, self.now(), mode)
+                "INSERT INTO runs (mapping, started_at, mode, company) VALUES "
+                "(?1, ?2, ?3, (SELECT company FROM companies WHERE mapping = ?1))",
+                (mapping, self.now(), mode),
             )
             run_id = cursor.lastrowid
         assert run_id is not None
@@ -680,6 +712,12 @@ class Ledger:
             sql = "SELECT * FROM runs WHERE mapping = ? ORDER BY id DESC LIMIT ?"
             rows = await self._fetchall(sql, (mapping, limit))
         return [_run_from_row(r) for r in rows]
+
+    async def last_success_at(self, mapping: str) -> datetime | None:
+        """When the mapping's last run that went through (outcome ok or partial) ended, if any."""
+        sql = "SELECT max(finished_at) FROM runs WHERE mapping = ? AND outcome IN ('ok', 'partial')"
+        rows = await self._fetchall(sql, (mapping,))
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
     async def get_run(self, run_id: int) -> RunRecord | None:
         rows = await self._fetchall("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -731,6 +769,49 @@ class Ledger:
             sql += " AND id = ?"
             params += (run_id,)
         await self._exec(sql, params)
+
+    # ------------------------------------------------------------------ companies
+
+    async def bind_company(self, mapping: str, company_id: str, company: str, target_kind: str) -> None:
+        """Record that ``mapping`` writes to ``target_kind`` of this company. Call with the mapping's lock.
+
+        Raises :class:`ConfigError` when the mapping's rows describe records of another company or
+        entity (the config was changed to point it elsewhere): its ledger rows name records that are
+        not there, so it must be reset first. A mapping without rows is simply bound anew.
+        """
+        async with self._transaction():
+            rows = await self._fetchall(
+                "SELECT company_id, company, target_kind FROM companies WHERE mapping = ?", (mapping,)
+            )
+            if rows and (rows[0]["company_id"].lower(), rows[0]["target_kind"]) != (
+                company_id.lower(),
+                target_kind,
+            ):
+                counted = await self._fetchall("SELECT count(*) FROM items WHERE mapping = ?", (mapping,))
+                if counted[0][0]:
+                    raise ConfigError(
+                        f"mapping {mapping!r} synced {rows[0]['target_kind']} of company "
+                        f"{rows[0]['company']!r} (id {rows[0]['company_id']}); the config now points it at "
+                        f"{target_kind} of company {company!r} (id {company_id}), and its {counted[0][0]} "
+                        "ledger rows describe the old records",
+                        hint=f"run `syncd ledger reset --mapping {mapping} -c FILE` to start it over "
+                        "there, or give the new target a new mapping name",
+                    )
+            await self._exec(
+                "INSERT INTO companies (mapping, company_id, company, target_kind, bound_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mapping) DO UPDATE SET "
+                "company_id = excluded.company_id, company = excluded.company, "
+                "target_kind = excluded.target_kind, "
+                "bound_at = CASE WHEN companies.company_id = excluded.company_id "
+                "AND companies.target_kind = excluded.target_kind THEN companies.bound_at "
+                "ELSE excluded.bound_at END",
+                (mapping, company_id, company, target_kind, self.now()),
+            )
+
+    async def companies(self) -> dict[str, CompanyBinding]:
+        """Each bound mapping's company, by mapping name."""
+        rows = await self._fetchall("SELECT * FROM companies ORDER BY mapping")
+        return {r["mapping"]: CompanyBinding(**dict(zip(r.keys(), r, strict=True))) for r in rows}
 
     # ------------------------------------------------------------------ watermarks
 
@@ -855,10 +936,15 @@ class Ledger:
         """
         yield {"table": "ledger", "schema_version": SCHEMA_VERSION, "exported_at": self.now()}
         m = (mapping,)
+        bound = await self.companies()
+        async for row in self._stream(_EXPORT["companies"], m):
+            yield {"table": "companies", **dict(zip(row.keys(), row, strict=True))}
         async for row in self._stream(_EXPORT["items"], m):
             item = item_from_row(row)
             data = {name: getattr(item, name) for name in _ITEM_COLUMNS}
-            yield {"table": "items", **data, "status": item.status.value}
+            binding = bound.get(item.mapping)
+            company = {"company": binding.company, "company_id": binding.company_id} if binding else {}
+            yield {"table": "items", **data, "status": item.status.value, **company}
         async for row in self._stream(_EXPORT["runs"], m):
             run = _run_from_row(row)
             yield {
@@ -871,6 +957,7 @@ class Ledger:
                 "counts": run.counts,
                 "outcome": run.outcome,
                 "error": run.error,
+                "company": run.company,
             }
         async for row in self._stream(_EXPORT["watermarks"], m):
             yield {"table": "watermarks", **dict(zip(row.keys(), row, strict=True))}

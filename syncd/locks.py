@@ -5,6 +5,9 @@ mapping at the same time: both would download, both would PATCH, and the later l
 describe a BC etag the other one already replaced.
 
 How: one file per mapping, ``<ledger>.locks/<mapping>.lock``, locked with ``flock(LOCK_EX | LOCK_NB)``.
+A mapping writes to one Business Central company, and the config never lets two mappings share one
+company's entity (:mod:`syncd.targets`), so a mapping lock is also the lock on those records; the holder
+info names the company.
 
 - The kernel releases a flock when the holding process dies (even by SIGKILL), so there are no stale
   locks to clean up and no pid liveness guessing.
@@ -63,18 +66,23 @@ class LockHolder:
     hostname: str
     command: str
     since: datetime  # aware
+    company: str | None = None  # the Business Central company the holder syncs the mapping into
 
     def describe(self) -> str:
-        """``pid 1234 (syncd run, since 10:02:11)``; date and host are added when they differ from ours."""
+        """``pid 1234 (syncd run, company CRONUS, since 10:02:11)``; date and host are added when they
+        differ from ours."""
         local = self.since.astimezone()
         when = local.strftime("%H:%M:%S")
         if local.date() != datetime.now().astimezone().date():
             when = local.strftime("%Y-%m-%d %H:%M:%S")
         where = "" if self.hostname == socket.gethostname() else f" on {self.hostname}"
-        return f"pid {self.pid}{where} ({self.command}, since {when})"
+        company = f", company {self.company}" if self.company else ""
+        return f"pid {self.pid}{where} ({self.command}{company}, since {when})"
 
     def to_json(self) -> str:
-        data = {"pid": self.pid, "hostname": self.hostname, "command": self.command}
+        data: dict[str, object] = {"pid": self.pid, "hostname": self.hostname, "command": self.command}
+        if self.company:
+            data["company"] = self.company
         return json.dumps({**data, "since": self.since.isoformat()})
 
     @classmethod
@@ -85,7 +93,14 @@ class LockHolder:
             since = datetime.fromisoformat(str(data["since"]))
             if since.tzinfo is None:
                 since = since.replace(tzinfo=UTC)
-            return cls(int(data["pid"]), str(data["hostname"]), str(data["command"]), since)
+            company = data.get("company")
+            return cls(
+                int(data["pid"]),
+                str(data["hostname"]),
+                str(data["command"]),
+                since,
+                str(company) if company else None,
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -161,11 +176,13 @@ class MappingLock:
         mapping: str,
         *,
         command: str | None = None,
+        company: str | None = None,
     ) -> None:
         self._fd: int | None = None
         self.path = lock_path(ledger_path, mapping)
         self.mapping = mapping
         self.command = command or _default_command()
+        self.company = company
 
     @property
     def held(self) -> bool:
@@ -200,7 +217,9 @@ class MappingLock:
                     f"mapping {self.mapping!r} is being synced by {who}",
                     hint="wait for it or stop it",
                 )
-            holder = LockHolder(os.getpid(), socket.gethostname(), self.command, datetime.now(UTC))
+            holder = LockHolder(
+                os.getpid(), socket.gethostname(), self.command, datetime.now(UTC), self.company
+            )
             data = holder.to_json().encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)

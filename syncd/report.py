@@ -200,6 +200,14 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     def cell(run: dict[str, Any], key: str) -> str:
         return for_terminal(run.get("counts", {}).get(key, 0))
 
+    companies = status.get("companies", {})
+    table.add_row(
+        "company",
+        *[
+            for_terminal(run.get("company") or companies.get(run["mapping"], {}).get("company", ""))
+            for run in runs
+        ],
+    )
     table.add_row(
         "started (UTC)", *[for_terminal((run["started_at"] or "")[:19].replace("T", " ")) for run in runs]
     )

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from syncd.auth import (
@@ -25,7 +25,7 @@ from syncd.auth import (
     SOTicketAuth,
     SuperOfficeSystemUserAuth,
 )
-from syncd.businesscentral import BusinessCentralClient
+from syncd.businesscentral import BusinessCentralClient, CompanyDirectory
 from syncd.config import (
     BCBasicAuth,
     BCBearerAuth,
@@ -123,9 +123,13 @@ class Runtime:
     so_api: ApiClient
     bc_api: ApiClient
     source: SuperOfficeClient
-    target: BusinessCentralClient
+    target: BusinessCentralClient  # the first mapping's company (businesscentral.company when set)
     ledger: Ledger | None
     engine: Engine
+    targets: dict[str, BusinessCentralClient] = field(default_factory=dict)  # by mapping name
+
+    def target_of(self, mapping: str) -> BusinessCentralClient:
+        return self.targets.get(mapping, self.target)
 
 
 @asynccontextmanager
@@ -170,12 +174,23 @@ async def open_runtime(
             page_size=config.superoffice.page_size,
             max_image_bytes=config.superoffice.max_image_bytes,
         )
-        target = BusinessCentralClient(
-            bc_api,
-            config.businesscentral.base_url,
-            config.businesscentral.company,
-            page_size=config.businesscentral.page_size,
-        )
+        # One client per company, all on the one bc_api (one token, one rate limit for the tenant) and
+        # one company directory (one GET /companies for all of them).
+        directory = CompanyDirectory(bc_api, config.businesscentral.base_url)
+        clients: dict[str, BusinessCentralClient] = {}
+        default = config.businesscentral.company or config.company_of(config.mappings[0])
+        for company in [default, *config.companies]:
+            key = company.strip().casefold()
+            if key not in clients:
+                clients[key] = BusinessCentralClient(
+                    bc_api,
+                    config.businesscentral.base_url,
+                    company,
+                    page_size=config.businesscentral.page_size,
+                    directory=directory,
+                )
+        target = clients[default.strip().casefold()]
+        targets = {m.name: clients[config.company_of(m).strip().casefold()] for m in config.mappings}
         ledger: Ledger | None = None
         if open_ledger:
             if read_only_ledger:
@@ -194,9 +209,10 @@ async def open_runtime(
             config=config,
             source=source,
             target=target,
+            targets=targets,
             ledger=ledger,
             normalizer=budgeted(executor_normalizer(executor), budget),
             reporter=reporter,
             stop=stop,
         )
-        yield Runtime(config, so_api, bc_api, source, target, ledger, engine)
+        yield Runtime(config, so_api, bc_api, source, target, ledger, engine, targets)

@@ -132,6 +132,7 @@ class MappingRow:
     name: str
     source: str
     target: str
+    company: str  # the Business Central company (as configured; for a removed mapping, from the ledger)
     enabled: bool
     in_config: bool
     running: str | None  # mode of the run going on
@@ -161,19 +162,21 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
         changes = await ledger.recent_changes(limit=recent)
     else:
         path = str(config.ledger) if config is not None else ""
-        status = {"ledger": path, "items": 0, "runs": [], "history": [], "issues": []}
+        status = {"ledger": path, "items": 0, "runs": [], "history": [], "issues": [], "companies": {}}
         changes = []
     last = {r["mapping"]: r for r in status["runs"]}
     running = source.running()
     rows: list[MappingRow] = []
     configured = config.mappings if config is not None else []
     for m in configured:
+        assert config is not None
         nxt = source.next_runs(m.name)
         rows.append(
             MappingRow(
                 name=m.name,
                 source=m.source,
                 target=m.target,
+                company=_company_shown(config.company_of(m), status["companies"].get(m.name)),
                 enabled=m.enabled,
                 in_config=True,
                 running=running.get(m.name),
@@ -190,6 +193,7 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
                     name=name,
                     source="",
                     target="",
+                    company=str(run.get("company") or status["companies"].get(name, {}).get("company", "")),
                     enabled=False,
                     in_config=False,
                     running=running.get(name),
@@ -202,6 +206,16 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
     return PageData(status, readiness, rows, changes, datetime.now(UTC), targets)
 
 
+def _company_shown(configured: str, bound: Mapping[str, Any] | None) -> str:
+    """The company's name when the ledger knows the mapping writes to it (the config may give its id)."""
+    if bound and configured.strip().lower() in (
+        str(bound["company"]).lower(),
+        str(bound["company_id"]).lower(),
+    ):
+        return str(bound["company"])
+    return configured
+
+
 def page_json(data: PageData) -> dict[str, Any]:
     """``/status.json``: ``status_data()`` plus readiness, schedule and recent changes (no image bytes)."""
     return {
@@ -212,6 +226,7 @@ def page_json(data: PageData) -> dict[str, Any]:
                 "name": r.name,
                 "source": r.source,
                 "target": r.target,
+                "company": r.company,
                 "enabled": r.enabled,
                 "in_config": r.in_config,
                 "running": r.running,
@@ -377,7 +392,7 @@ def _mapping_rows(rows: Sequence[MappingRow]) -> str:
         if not r.in_config:
             flow, nxt = "not in the config any more", ""
         else:
-            flow = f"{r.source} → {r.target}"
+            flow = f"{r.source} → {r.target} · {r.company}"
             if not r.enabled:
                 nxt = '<span class="muted">disabled</span>'
             else:
@@ -666,9 +681,12 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    metrics = request.app[SOURCE_KEY].metrics
+    source = request.app[SOURCE_KEY]
+    metrics = source.metrics
     if metrics is None:
         raise web.HTTPNotFound(text="no metrics in this process\n")
+    readiness = await source.readiness()  # what /readyz would answer now, as syncd_ready{,_check}
+    metrics.set_readiness(readiness.ready, {name: c.ok for name, c in readiness.checks.items()})
     body = metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

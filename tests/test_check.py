@@ -248,7 +248,7 @@ async def test_check_passes_with_one_line_per_check(results: dict[str, Result]) 
         "contacts: read one page (signed in with basic auth as user 'syncd')",
         "persons: read one page",
         "Entra ID issued a token",
-        "environment production: 1 company (CRONUS)",
+        "environment production: 2 companies (CRONUS, CRONUS DE)",
         "company 'CRONUS'",
         "customers: read one page with pictures",
         "employees: read one page with pictures",

@@ -29,7 +29,9 @@ def test_example_config_documents_valid_keys() -> None:
     text = (ROOT / "config" / "example.yaml").read_text()
     text = text.replace("file:/etc/syncd/superoffice-private-key.pem", "${SO_KEY}")
     cfg = parse_config(text, env={**env, "SO_KEY": "pem"})
-    assert [m.name for m in cfg.mappings] == ["customers", "staff", "key-accounts"]
+    assert [m.name for m in cfg.mappings] == ["customers", "staff", "key-accounts", "customers-de"]
+    assert cfg.company_of(cfg.mappings[-1]) == "CRONUS Deutschland GmbH"
+    assert cfg.company_of(cfg.mappings[0]) == "CRONUS USA, Inc."
     assert cfg.businesscentral.limits.requests_per_second < 20  # below BC's 6,000 per 5 minutes
     assert cfg.schedule.interval == 600
     assert cfg.picture.max_bytes == 1_000_000
@@ -43,10 +45,10 @@ def test_sandbox_config_loads_and_ledger_is_next_to_it() -> None:
 
 
 def test_missing_key_is_named_with_its_line() -> None:
-    text = MINIMAL.replace("  company: CRONUS\n", "")
+    text = MINIMAL.replace("  base_url: http://127.0.0.1:8102/v2.0/t/production/api/v2.0\n", "")
     with pytest.raises(ConfigError) as err:
         parse_config(text, source="x.yaml")
-    assert "businesscentral.company" in err.value.message
+    assert "businesscentral.base_url" in err.value.message
     assert "x.yaml:4" in err.value.message  # the businesscentral: mapping starts on line 4
 
 

@@ -58,10 +58,12 @@ def make_config(
 
 
 def mapping(name: str, **extra: Any) -> dict[str, Any]:
+    """A customers mapping in a company of its own (two mappings never own one company's customers)."""
     return {
         "name": name,
         "source": "contact",
         "target": "customers",
+        "company": f"company {name}",
         "match": {"source": "code", "target": "number"},
         **extra,
     }

@@ -216,7 +216,7 @@ async def test_thumbnails_are_served_as_images_and_unknown_ones_are_404(
 async def test_status_json_agrees_with_syncd_status(client: Client, ledger: Ledger) -> None:
     data = await (await client.get("/status.json")).json()
     expected = json.loads(json.dumps(await status_data(ledger, str(ledger.path)), default=str))
-    for key in ("ledger", "items", "runs", "history", "issues"):
+    for key in ("ledger", "items", "runs", "history", "issues", "companies"):
         assert data[key] == expected[key], key
     assert [r["mapping"] for r in data["runs"]] == ["staff", "customers"]
     assert len(data["recent"]) == 2 and data["recent"][0]["thumbs"]["source"].startswith("/thumb/")
@@ -224,6 +224,7 @@ async def test_status_json_agrees_with_syncd_status(client: Client, ledger: Ledg
         "name": "vendors",
         "source": "contact",
         "target": "vendors",
+        "company": "CRONUS",
         "enabled": False,
         "in_config": True,
         "running": None,
@@ -286,18 +287,27 @@ async def test_metrics_endpoint_is_prometheus_text_with_fed_values(
     )
     assert samples[("syncd_http_retries_total", (("api", "superoffice"), ("reason", "429")))] == 1
     assert samples[("syncd_rate_limit_wait_seconds_total", (("api", "superoffice"),))] == 1.5
-    assert samples[("syncd_items_total", (("mapping", "customers"), ("result", "written")))] == 1  # not twice
-    assert samples[("syncd_items_total", (("mapping", "customers"), ("result", "unmatched")))] == 4
+    assert (
+        samples[("syncd_items_total", (("company", ""), ("mapping", "customers"), ("result", "written")))]
+        == 1
+    )  # not twice
+    assert (
+        samples[("syncd_items_total", (("company", ""), ("mapping", "customers"), ("result", "unmatched")))]
+        == 4
+    )
     assert not any(k[0] == "syncd_items_total" and ("result", "patches") in k[1] for k in samples)
     assert (
         samples[
-            ("syncd_runs_total", (("mapping", "customers"), ("mode", "incremental"), ("outcome", "partial")))
+            (
+                "syncd_runs_total",
+                (("company", ""), ("mapping", "customers"), ("mode", "incremental"), ("outcome", "partial")),
+            )
         ]
         == 1
     )
     assert samples[("syncd_normalize_duration_seconds_count", ())] == 1
-    assert samples[("syncd_last_success_timestamp_seconds", (("mapping", "customers"),))] > 0
-    assert samples[("syncd_run_in_progress", (("mapping", "customers"),))] == 0
+    assert samples[("syncd_last_success_timestamp_seconds", (("company", ""), ("mapping", "customers")))] > 0
+    assert samples[("syncd_run_in_progress", (("company", ""), ("mapping", "customers")))] == 0
 
 
 async def test_two_daemons_in_one_process_do_not_share_counters() -> None:

@@ -21,6 +21,9 @@ For each side (from 10 records up; smaller datasets get fewer of the special cas
     BC pictures         ~15 % of matched BC records already have a picture (at least one whose
                         source is blank, which a correct sync leaves alone), and some BC records have
                         no SuperOffice source at all.
+    a second company    ``CRONUS DE`` (``SECOND_COMPANY_NAME``): one customer, without a picture, for
+                        every matched customer of CRONUS, with the same number and its own id;
+                        ``expected["companies"]`` lists both companies' ids and DE's customers by number.
 
 ``Dataset.expected`` says, per mapping, what the FIRST run with default policies must end with
 (``outcomes`` by source id, using ``syncd.types.Outcome`` values), which pairs it writes, and which
@@ -45,6 +48,9 @@ from syncd.sandbox.superoffice import SOState
 #: Every generated date lies before this instant (the dataset's "now"); edits made later are newer.
 DATA_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 COMPANY_NAME = "CRONUS"
+#: A second company of the same environment (one per country is the usual reason): its customers carry
+#: the same numbers as CRONUS's matched customers, so a key exists in both companies.
+SECOND_COMPANY_NAME = "CRONUS DE"
 
 #: MIME type SuperOffice records for each picture kind (broken ones were uploaded as JPEGs).
 KIND_MIME: dict[str, str] = {
@@ -168,6 +174,7 @@ class Dataset:
     bc: BCState
     company_id: str  # the "CRONUS" company
     expected: dict[str, Any]
+    second_company_id: str = ""  # the "CRONUS DE" company
 
 
 @dataclass
@@ -342,11 +349,45 @@ def build_dataset(seed: int = 1, contacts: int = 120, persons: int = 120) -> Dat
         source_column="personNumber",
     )
     expected["sources"] = {"contact": _source_summary(contact_plan), "person": _source_summary(person_plan)}
+    second_id = _second_company(bc, contact_plan, customer_fields, seed)
+    expected["companies"] = {
+        COMPANY_NAME: {"id": company_id},
+        SECOND_COMPANY_NAME: {
+            "id": second_id,
+            "customers": {r.number: r.id for r in bc.records(second_id, "customers")},
+        },
+    }
 
     # From here on, edits are stamped with the real time (the emulators point the clocks at theirs).
     so.clock = _wall_clock
     bc.clock = _wall_datetime
-    return Dataset(so=so, bc=bc, company_id=company_id, expected=expected)
+    return Dataset(so=so, bc=bc, company_id=company_id, expected=expected, second_company_id=second_id)
+
+
+def _second_company(
+    bc: BCState, plan: list[_Record], fields_of: Callable[[int], dict[str, Any]], seed: int
+) -> str:
+    """``CRONUS DE``: a customer with the same number as each matched customer of CRONUS, no pictures.
+
+    Built after everything else, with its own random stream, so CRONUS's data is the same as without it.
+    """
+    rng = random.Random(f"{seed}-second-company")
+    company_id = bc.add_company(SECOND_COMPANY_NAME)
+    for rec in plan:
+        if rec.role in ("matched", "variant"):
+            fields = fields_of(rec.index)
+            fields["display_name"] = f"{fields['display_name']} (DE)"
+            bc.add_record(
+                company_id,
+                "customers",
+                number=rec.key.strip().upper(),
+                picture=None,
+                lastModifiedDateTime=_date_between(
+                    rng, DATA_EPOCH - timedelta(days=400), DATA_EPOCH - timedelta(days=2)
+                ),
+                **fields,
+            )
+    return company_id
 
 
 def _wall_clock() -> float:

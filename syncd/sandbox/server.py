@@ -30,7 +30,7 @@ from aiohttp import web
 
 from syncd.sandbox.businesscentral import BusinessCentralEmulator
 from syncd.sandbox.common import Faults
-from syncd.sandbox.data import COMPANY_NAME, Dataset, build_dataset
+from syncd.sandbox.data import COMPANY_NAME, SECOND_COMPANY_NAME, Dataset, build_dataset
 from syncd.sandbox.superoffice import (
     SANDBOX_SO_APP_TOKEN,
     SANDBOX_SO_BEARER_TOKEN,
@@ -295,7 +295,8 @@ class Sandbox:
             f"  token endpoint   {self.token_url}",
             f"  client id        {SANDBOX_BC_CLIENT_ID}",
             f"  client secret    {SANDBOX_BC_CLIENT_SECRET}",
-            f"  tenant/env       {self.bc.tenant} / {self.bc.environment}, company {COMPANY_NAME}",
+            f"  tenant/env       {self.bc.tenant} / {self.bc.environment}, companies {COMPANY_NAME} "
+            f"(id {self.dataset.company_id}) and {SECOND_COMPANY_NAME} (id {self.dataset.second_company_id})",
             f"Admin              {self.so_origin}/_sandbox/   {self.bc_origin}/_sandbox/",
         ]
         if written:

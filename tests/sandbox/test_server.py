@@ -60,7 +60,7 @@ async def test_sandbox_serves_both_apis_with_the_config_it_describes(tmp_path: P
             f"{cfg['businesscentral']['base_url']}/companies", headers={"Authorization": f"Bearer {token}"}
         ) as r:
             assert r.status == 200
-            assert [c["name"] for c in (await r.json())["value"]] == ["CRONUS"]
+            assert [c["name"] for c in (await r.json())["value"]] == ["CRONUS", "CRONUS DE"]
         path = tmp_path / "syncd.yaml"
         path.write_text(yaml.safe_dump(cfg))
         load_config(path)  # syncd's own loader accepts it
