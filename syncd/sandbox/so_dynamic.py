@@ -201,7 +201,8 @@ class Term:
             return bool(want in v)
         if op in ("before", "after", "date"):
             day: date = v.date()
-            return {"before": day < want.date(), "after": day > want.date(), "date": day == want.date()}[op]
+            other: date = want.date()
+            return day < other if op == "before" else day > other if op == "after" else day == other
         return bool(_CMP[op](v, want))
 
 
