@@ -160,6 +160,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX recent_by_mapping ON recent_changes (mapping, id)",
     ),
+    # v2: which change detection each run used (syncd.fingerprints), and why when it fell back
+    (
+        "ALTER TABLE runs ADD COLUMN change_detection TEXT",
+        "ALTER TABLE runs ADD COLUMN change_detection_note TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -211,6 +216,8 @@ class RunRecord:
     counts: dict[str, int]
     outcome: str | None
     error: str | None
+    change_detection: str | None = None  # bulk | per_record (None: not decided, or before schema v2)
+    change_detection_note: str | None = None  # why per_record when auto fell back, or the verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +331,8 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         counts={str(k): int(v) for k, v in json.loads(row["counts_json"]).items()},
         outcome=row["outcome"],
         error=row["error"],
+        change_detection=row["change_detection"],
+        change_detection_note=row["change_detection_note"],
     )
 
 
@@ -664,6 +673,25 @@ class Ledger:
                 "(SELECT id FROM runs WHERE mapping = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (rows[0]["mapping"], rows[0]["mapping"], KEEP_RUNS),
             )
+
+    async def set_change_detection(self, run_id: int, strategy: str, note: str | None) -> None:
+        """Record which change detection (bulk | per_record) run ``run_id`` used, and why."""
+        _check_choice(strategy, ("bulk", "per_record"), "change detection")
+        async with self._transaction():
+            await self._exec(
+                "UPDATE runs SET change_detection = ?, change_detection_note = ? WHERE id = ?",
+                (strategy, _clip(note), run_id),
+            )
+
+    async def bulk_verified(self, mapping: str) -> bool:
+        """Whether a run of ``mapping`` has completed with bulk change detection (so its provider was
+        checked against ImageInfo once): later incremental runs need not check a sample again."""
+        rows = await self._fetchall(
+            "SELECT 1 FROM runs WHERE mapping = ? AND change_detection = 'bulk' "
+            "AND outcome IN ('ok', 'partial') LIMIT 1",
+            (mapping,),
+        )
+        return bool(rows)
 
     async def last_runs(self, mapping: str | None = None, limit: int = 10) -> list[RunRecord]:
         """The most recent runs, newest first (including ones in progress)."""

@@ -17,7 +17,12 @@ async def test_blanks_found_during_download_never_exceed_max_clears(tmp_path: Pa
     async with Sandbox(seed=3, contacts=40, persons=0) as sb:
         mapping = {**sb.config()["mappings"][0], "on_source_blank": "clear"}
         path = write_config(
-            sb, tmp_path, mappings=[mapping], limits={"max_clears": 2, "max_clears_percent": 100}
+            sb,
+            tmp_path,
+            mappings=[mapping],
+            limits={"max_clears": 2, "max_clears_percent": 100},
+            # an installation without ImageInfo has no Dynamic provider either: per-record detection
+            superoffice={"change_detection": "per_record"},
         )
         config = load_config(path)
         async with open_runtime(config) as rt:
