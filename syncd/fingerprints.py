@@ -46,6 +46,7 @@ from syncd.superoffice import IncompletePass, SuperOfficeClient
 from syncd.types import SourceKind
 
 __all__ = [
+    "FELL_BACK",
     "SAMPLE",
     "BulkFingerprints",
     "ChangeDetection",
@@ -60,6 +61,7 @@ log = structlog.get_logger("syncd.fingerprints")
 
 ChangeDetection = Literal["auto", "bulk", "per_record"]
 Strategy = Literal["bulk", "per_record"]
+FELL_BACK = "fell back to per-record ImageInfo"  # how a fallback's note starts (status, syncd status)
 SAMPLE = 25  # records checked against ImageInfo on a first run and every full reconcile
 UNAVAILABLE_STATUSES = (400, 403, 404)  # the provider is not for us on this tenant
 
@@ -168,7 +170,7 @@ async def choose(
         if mode == "bulk":
             raise _bulk_failed(mapping, exc) from None
         await store.clear_pictures()
-        reason = f"fell back to per-record ImageInfo: {exc.reason}"
+        reason = f"{FELL_BACK}: {exc.reason}"
         _warn(mapping, reason)
         return Choice(per_record, note=reason, fell_back=True)
     log.info("picture fingerprints from the Dynamic archive provider", mapping=mapping, links=links)
