@@ -130,13 +130,16 @@ class SuperOfficeClient:
             rows, link = _page(resp, what)
             seen = yield rows
             last = max(last, seen or 0)
-            if link and not self._same_origin(link):
+            foreign = bool(link) and not self._same_origin(str(link))
+            if foreign:
+                # Never sent there (it would carry our credentials); our own next page instead. The
+                # short page it came with is then not the last, unless it was empty.
                 log.warning("ignoring an odata.nextLink to another origin", what=what)
                 link = None
             if link and link == next_link:
                 raise IncompletePass(f"{what}: odata.nextLink repeats itself", status=resp.status)
             next_link = link
-            if not next_link and len(rows) < self._top:
+            if not next_link and (not rows or (len(rows) < self._top and not foreign)):
                 return
         raise IncompletePass(f"{what}: more than {MAX_PAGES} pages", status=200)
 
