@@ -6,7 +6,9 @@ What it serves (one tenant, default ``Cust00001``; every path matches case-insen
     GET    /{cust}/api                                 version discovery (no auth)
     GET    /{cust}/api/v1/Contact                      SimpleContact archive (OData-ish query options)
     GET    /{cust}/api/v1/Person                       Person archive
-    GET    /{cust}/api/v1/Archive/{provider}           SimpleContact | Contact | Person | SimplePerson
+    GET    /{cust}/api/v1/Archive/{provider}           SimpleContact | Contact | Person | SimplePerson, and
+                                                       dynamic: dot syntax over BinaryObject and
+                                                       BinaryObjectLink (so_dynamic.py)
     GET    /{cust}/api/v1/{Contact|Person}/{id}        entity JSON, Last-Modified, If-Modified-Since → 304
     GET    /{cust}/api/v1/{Contact|Person}/{id}/Image  as stored, or scaled/converted (w, h, type), ifBlank
     PUT    /{cust}/api/v1/{Contact|Person}/{id}/Image  raw image/* or multipart body → 200 blob id
@@ -23,6 +25,13 @@ Auth: ``Basic`` (onsite style, ``users``), ``SOTicket 7T:…`` together with a k
 
 Where the vendor documentation is silent the emulator picks the most plausible behaviour and says so in
 a comment marked *inferred* (see /work/shared/reference/superoffice-api.md, which uses the same word).
+
+Pictures live in the BinaryObject / BinaryObjectLink tables (``SOState.blobs``/``links``) that PUT/POST/
+DELETE …/Image maintain: a replaced picture gets a new BinaryObject row and its link moves to it
+(``image_replace_in_place`` updates the row instead: same blob id, ``updated``/``updatedCount`` move);
+an entity shows the blob of its lowest-ranked picture link. ``request_limit=(COUNT, SECONDS)`` (``syncd
+sandbox --so-rate-limit``) answers 429 with Retry-After beyond COUNT requests per principal in any
+SECONDS.
 
 Sandbox-only control routes (no auth, never logged, never faulted), besides the common ones:
 
