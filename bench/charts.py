@@ -186,7 +186,7 @@ def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
         ("image_info", "ImageInfo", "#c05621"),
         ("image", "picture downloads", "#805ad5"),
     )
-    fig, ax = plt.subplots(figsize=(10, 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 4.6), dpi=110)
     xs = list(range(len(runs)))
     bottom = [0.0] * len(runs)
     for key, label, colour in kinds:
@@ -209,6 +209,7 @@ def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
         label="per-record ImageInfo would need (N + pages)",
     )
     ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(0, max(max(bottom), *per_record) * 12)
     ax.set_xticks(xs)
     ax.set_xticklabels([name for name, _ in runs], fontsize=8)
     ax.set_ylabel("SuperOffice requests")
@@ -220,7 +221,7 @@ def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
         fontsize=9,
     )
     ax.set_xlabel(subtitle, fontsize=8)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
