@@ -137,6 +137,8 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
         changes = _run(sb, config, workdir, "changes")
         out["changes"] = changes
 
+    workdir = workdir / "big"  # a ledger of its own
+    workdir.mkdir(parents=True, exist_ok=True)
     with sandbox(big, "tiny", max_concurrent=0) as sb:
         fast = write_config(
             sb,
