@@ -2,7 +2,7 @@
 
     --full    the sizes BENCHMARKS.md reports (about 20 minutes on 2 cores); outputs in bench/results/
     --smoke   tiny sizes (about a minute), to keep the code from rotting; outputs in bench/results/smoke/
-    --only    comma-separated subset: normalizer, ledger, throughput, parallel, memory
+    --only    comma-separated subset: normalizer, ledger, throughput, parallel, memory, so_scale
     --out     another output directory
 
 Every measure reports its numbers and its bars; the exit status is 0 whatever the bars say (nothing
@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import charts, ledger_pass, memory, normalizer, parallel, throughput
+from bench import charts, ledger_pass, memory, normalizer, parallel, so_scale, throughput
 from bench.common import FULL, RESULTS, SMOKE, Mode, machine
 
-MEASURES = ("normalizer", "ledger", "throughput", "parallel", "memory")
+MEASURES = ("normalizer", "ledger", "throughput", "parallel", "memory", "so_scale")
 
 
 def _runners(mode: Mode, work: Path) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -36,6 +36,7 @@ def _runners(mode: Mode, work: Path) -> dict[str, Callable[[], dict[str, Any]]]:
         "throughput": lambda: throughput.run(mode, _fresh(work / "throughput")),
         "parallel": lambda: parallel.run(mode.parallel_pictures, work / "parallel", mode.parallel_rounds),
         "memory": lambda: memory.run(mode.memory_sizes, work / "memory"),
+        "so_scale": lambda: so_scale.run(mode, _fresh(work / "so_scale")),
     }
 
 
@@ -168,6 +169,28 @@ def report(results: dict[str, Any], summary: dict[str, Any]) -> str:
             f"              steady state (the next pass): {st['seconds']:.2f} s, {st['queries_total']} SQL "
             f"statements ({st['queries_get_items']} by get_items), recording {st['record_seconds']:.2f} s"
         )
+    so = results.get("so_scale")
+    if so and "error" not in so:
+        f, rs, ch, big = so["first"], so["resync"], so["changes"], so["big_resync"]
+        full = so.get("resync_full")
+        full_text = (
+            f"full reconcile: {full['so_requests_ok']} ({full['so_by_kind']}), {full['seconds']:.1f} s"
+            if full
+            else "full reconcile not run at this size (it downloads every picture)"
+        )
+        lines += [
+            f"7 SuperOffice first sync {so['pictures']:,}: {f['seconds']:.1f} s = {so['first_ratio']:.3f} × "
+            f"ideal {so['first_ideal_seconds']:.1f} s [bar ≤ 1.10]; "
+            f"{so['first_so_requests_per_picture']:.3f} SO requests/picture ({f['so_by_kind']}), "
+            f"{f['so_429']} × 429",
+            f"              resync {so['pictures']:,}: {rs['so_requests_ok']} SO requests "
+            f"(bar ≤ {so['resync_bar']}), {rs['seconds']:.1f} s; {full_text}",
+            f"              3 changes: {ch['so_by_kind'].get('image', 0)} downloads, "
+            f"{ch['bc_by_kind'].get('patch', 0)} PATCHes, {ch['counts'].get('cleared', 0)} cleared",
+            f"              resync {so['big']:,}: {big['so_requests_ok']} SO requests (bar ≤ "
+            f"{so['big_resync_bar']}), {big['seconds']:.1f} s "
+            f"(setup {so['big_setup']['bench_seconds']:.0f} s)",
+        ]
     for name, r in results.items():
         if "error" in r:
             lines.append(f"! {name}: {r['error']}")

@@ -32,6 +32,7 @@ def draw_all(results: dict[str, Any], out: Path, subtitle: str) -> list[Path]:
         ("normalizer", _normalizer),
         ("parallel", _parallel),
         ("memory", _memory),
+        ("so_scale", _so_scale),
     ):
         if name in results and "error" not in results[name]:
             path = out / f"{name}.png"
@@ -163,6 +164,64 @@ def _memory(r: dict[str, Any], path: Path, subtitle: str) -> None:
     )
     ax.set_xlabel(subtitle, fontsize=8)
     ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
+    import matplotlib.pyplot as plt
+
+    runs = [
+        (f"first sync\n{r['pictures']:,}", r["first"]),
+        (f"resync\n{r['pictures']:,}", r["resync"]),
+        *([(f"full reconcile\n{r['pictures']:,}", r["resync_full"])] if "resync_full" in r else []),
+        (f"3 changes\namong {r['pictures']:,}", r["changes"]),
+        (f"resync\n{r['big']:,}", r["big_resync"]),
+    ]
+    kinds = (
+        ("list", "listing pages", "#2b6cb0"),
+        ("dynamic", "picture pages (archive/dynamic)", "#2f855a"),
+        ("image_info", "ImageInfo", "#c05621"),
+        ("image", "picture downloads", "#805ad5"),
+    )
+    fig, ax = plt.subplots(figsize=(12, 4.6), dpi=110)
+    xs = list(range(len(runs)))
+    bottom = [0.0] * len(runs)
+    for key, label, colour in kinds:
+        vals = [float(run["so_by_kind"].get(key, 0)) for _, run in runs]
+        ax.bar(xs, vals, bottom=bottom, color=colour, label=label, width=0.6)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    for x, (_, run), total in zip(xs, runs, bottom, strict=True):
+        ax.text(x, total * 1.15 + 0.5, f"{int(total):,} req\n{run['seconds']:.1f} s", ha="center", fontsize=8)
+    per_record = [
+        r["pictures"] + r["resync"]["so_by_kind"].get("list", 0),
+        r["big"] + r["big_resync"]["so_by_kind"].get("list", 0),
+    ]
+    ax.scatter(
+        [1, 4],
+        per_record,
+        marker="_",
+        s=900,
+        color="#e53e3e",
+        zorder=3,
+        label="per-record ImageInfo would need (N + pages)",
+    )
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(0, max(max(bottom), *per_record) * 12)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([name for name, _ in runs], fontsize=8)
+    ax.set_ylabel("SuperOffice requests")
+    ax.set_title(
+        f"Measure 7 — SuperOffice requests per run (SuperOffice 10/s, BC 20/s, syncd default limits)\n"
+        f"first sync {r['first']['seconds']:.1f} s = {r['first_ratio']:.3f} × ideal "
+        f"({r['first_ideal_seconds']:.1f} s); {r['first_so_requests_per_picture']:.3f} SuperOffice "
+        f"requests per picture",
+        fontsize=9,
+    )
+    ax.set_xlabel(subtitle, fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

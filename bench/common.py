@@ -40,6 +40,8 @@ class Mode:
     parallel_rounds: int  # measure 4: runs of each setting (alternating); the best counts
     memory_sizes: tuple[int, int]  # measure 5
     ledger_rows: int  # measure 6
+    so_pictures: int = 5000  # measure 7: first sync, resync and changes under SuperOffice's 10/s
+    so_big: int = 100_000  # measure 7: the large tenant's unchanged resync
 
     @property
     def window_allowance(self) -> int:
@@ -49,7 +51,7 @@ class Mode:
 BC_RATE = 20.0  # Business Central: 6,000 requests per 5 minutes per principal = 20 per second
 
 FULL = Mode("full", 5000, 30.0, 7, 150, 2, (1000, 20000), 100_000)
-SMOKE = Mode("smoke", 100, 2.0, 1, 10, 1, (50, 300), 2_000)
+SMOKE = Mode("smoke", 100, 2.0, 1, 10, 1, (50, 300), 2_000, so_pictures=20, so_big=60)
 
 
 # -- processes -----------------------------------------------------------------------------------------
@@ -112,6 +114,7 @@ class SandboxProcess:
         pictures: str = "small",
         *,
         rate_limit: tuple[int, float] | None = None,
+        so_rate_limit: tuple[int, float] | None = None,
         max_concurrent: int = 5,
         cpus: set[int] | None = None,
     ) -> None:
@@ -127,6 +130,8 @@ class SandboxProcess:
         argv += ["--max-concurrent", str(max_concurrent)]
         if rate_limit:
             argv += ["--rate-limit", str(rate_limit[0]), str(rate_limit[1])]
+        if so_rate_limit:
+            argv += ["--so-rate-limit", str(so_rate_limit[0]), str(so_rate_limit[1])]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
@@ -156,10 +161,12 @@ class SandboxProcess:
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.proc.pid)
 
-    def _admin(self, origin: str, path: str, method: str = "GET", body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+    def _admin(
+        self, origin: str, path: str, method: str = "GET", body: Any = None, raw: bytes | None = None
+    ) -> Any:
+        data = json.dumps(body).encode() if body is not None else raw
         req = urllib.request.Request(origin + path, data=data, method=method)
-        if data is not None:
+        if body is not None:
             req.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(req, timeout=120) as resp:
             return json.loads(resp.read() or b"null")
@@ -178,6 +185,23 @@ class SandboxProcess:
 
     def bc_limits(self) -> dict[str, Any]:
         return dict(self._admin(self.info["bc_origin"], "/_sandbox/bc/limits"))
+
+    def set_bc_limits(self, **knobs: Any) -> None:
+        self._admin(self.info["bc_origin"], "/_sandbox/bc/limits", "PUT", knobs)
+
+    def so_requests(self) -> list[dict[str, Any]]:
+        return list(self._admin(self.info["so_origin"], "/_sandbox/requests"))
+
+    def set_so_options(self, **knobs: Any) -> None:
+        self._admin(self.info["so_origin"], "/_sandbox/so/options", "PUT", knobs)
+
+    def set_so_picture(self, contact_id: int, data: bytes | None) -> None:
+        """Change (or with None remove) a contact's picture in SuperOffice, as a user would."""
+        path = f"/_sandbox/so/contact/{contact_id}/image"
+        if data is None:
+            self._admin(self.info["so_origin"], path, "DELETE")
+        else:
+            self._admin(self.info["so_origin"], path, "PUT", raw=data)
 
 
 @contextmanager
@@ -211,10 +235,13 @@ def write_config(sb: SandboxProcess, directory: Path, **overrides: Any) -> Path:
     return path
 
 
-def run_child(config: Path, directory: Path, *, tag: str, cpus: set[int] | None = None) -> dict[str, Any]:
-    """``bench.syncd_child`` on ``config``; its JSON result plus the process's wall/CPU/RSS."""
+def run_child(
+    config: Path, directory: Path, *, tag: str, cpus: set[int] | None = None, extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``bench.syncd_child`` on ``config`` (``extra``: more arguments, e.g. ``--full``); its JSON result
+    plus the process's wall/CPU/RSS."""
     out = directory / f"child-{tag}.json"
-    argv = [sys.executable, "-m", "bench.syncd_child", "-c", str(config), "--out", str(out)]
+    argv = [sys.executable, "-m", "bench.syncd_child", "-c", str(config), "--out", str(out), *extra]
     res = run_process(argv, cpus=cpus)
     if res.code != 0 or not out.exists():
         raise RuntimeError(f"syncd child failed ({res.code}): {res.stderr[-3000:]}")

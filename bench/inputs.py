@@ -72,6 +72,16 @@ def small_pool(size: int = 32) -> list[bytes]:
     return [make_picture("jpeg_small", 70_000 + k) for k in range(size)]
 
 
+def tiny_pool(size: int = 32) -> list[bytes]:
+    """Distinct 24×24 JPEGs: for large datasets whose pictures only have to exist (measure 7's setup)."""
+    out = []
+    for k in range(size):
+        buf = io.BytesIO()
+        Image.new("RGB", (24, 24), (k * 7 % 256, k * 13 % 256, k * 29 % 256)).save(buf, "JPEG", quality=80)
+        out.append(buf.getvalue())
+    return out
+
+
 def cpu_mix_pool() -> list[bytes]:
     """The normalizer inputs, one of each: a CPU-bound mix where decoding dominates."""
     return [picture(name) for name in NORMALIZER_INPUTS]

@@ -107,6 +107,7 @@ async def _run(n: int, directory: Path) -> dict[str, Any]:
         "superoffice": {
             "base_url": "http://127.0.0.1:9/Cust1/api/v1",
             "auth": {"type": "basic", "username": "u", "password": "p"},
+            "change_detection": "per_record",  # this measure's fake source answers ImageInfo only
         },
         "businesscentral": {
             "base_url": "http://127.0.0.1:9/v2.0/t/production/api/v2.0",

@@ -1,6 +1,7 @@
 """The sandbox as a separate process for the benchmarks, so it never competes with syncd for the GIL.
 
     python -m bench.sandbox_proc --contacts N --pictures small|cpumix [--rate-limit COUNT SECONDS]
+                                 [--so-rate-limit COUNT SECONDS]
 
 Builds a clean dataset (unlike ``syncd sandbox``'s seeded one, which mixes in broken, blank, unmatched
 and 12 MP pictures): N SuperOffice contacts, each with a picture from the chosen pool, and N Business
@@ -28,12 +29,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from bench.inputs import cpu_mix_pool, small_pool
+from bench.inputs import cpu_mix_pool, small_pool, tiny_pool
 from syncd.sandbox import businesscentral as bc_module
 from syncd.sandbox.data import COMPANY_NAME, DATA_EPOCH
 from syncd.sandbox.server import Sandbox
 
-POOLS: dict[str, Callable[[], list[bytes]]] = {"small": small_pool, "cpumix": cpu_mix_pool}
+POOLS: dict[str, Callable[[], list[bytes]]] = {"small": small_pool, "cpumix": cpu_mix_pool, "tiny": tiny_pool}
 MIME = {b"\xff\xd8": "image/jpeg", b"\x89P": "image/png", b"GI": "image/gif"}
 
 
@@ -55,6 +56,8 @@ def build(args: argparse.Namespace) -> Sandbox:
     options: dict[str, Any] = {"max_concurrent": args.max_concurrent or None}
     if args.rate_limit:
         options["rate_limit"] = (int(args.rate_limit[0]), float(args.rate_limit[1]))
+    if args.so_rate_limit:
+        options["request_limit"] = (int(args.so_rate_limit[0]), float(args.so_rate_limit[1]))
     sb = Sandbox(seed=1, contacts=0, persons=0, **options)
     so, bc = sb.dataset.so, sb.dataset.bc
     company = bc.company_by_name(COMPANY_NAME)
@@ -100,7 +103,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.sandbox_proc")
     p.add_argument("--contacts", type=int, required=True)
     p.add_argument("--pictures", choices=sorted(POOLS), default="small")
-    p.add_argument("--rate-limit", nargs=2, metavar=("COUNT", "SECONDS"))
+    p.add_argument("--rate-limit", nargs=2, metavar=("COUNT", "SECONDS"), help="Business Central's limit")
+    p.add_argument("--so-rate-limit", nargs=2, metavar=("COUNT", "SECONDS"), help="SuperOffice's limit")
     p.add_argument("--max-concurrent", type=int, default=5, help="BC concurrent requests (0 = unlimited)")
     asyncio.run(serve(p.parse_args()))
 

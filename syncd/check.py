@@ -62,7 +62,7 @@ from syncd.http import (
 from syncd.jobs import SEVERITY
 from syncd.runtime import businesscentral_auth, superoffice_auth
 from syncd.servertext import for_terminal
-from syncd.superoffice import ID_COLUMN
+from syncd.superoffice import ID_COLUMN, LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE
 
 __all__ = ["CHECK_CONNECT_TIMEOUT", "CHECK_TIMEOUT", "Finding", "Section", "check_config", "run_check"]
 
@@ -261,6 +261,8 @@ async def _check_superoffice(config: Config, out: list[Finding]) -> None:
         kinds = list(dict.fromkeys(m.source for m in config.mappings))
         for i, kind in enumerate(kinds):
             await _so_read(api, cfg.base_url, kind, tenant, out, first=i == 0)
+        if kinds:
+            await _so_change_detection(api, cfg.base_url, cfg.change_detection, kinds[0], out)
 
 
 async def _so_tenant_state(
@@ -398,6 +400,59 @@ async def _so_read(
         )
     via = f" (signed in with {api.auth.describe()})" if first else ""
     out.append(Finding(True, f"{plural}: read one page{via}"))
+
+
+async def _so_change_detection(
+    api: ApiClient, base_url: str, mode: str, kind: str, out: list[Finding]
+) -> None:
+    """One line: which change detection runs will use (syncd.fingerprints), and why."""
+    if mode == "per_record":
+        out.append(Finding(True, "change detection: per_record (ImageInfo for each record; as configured)"))
+        return
+    what = "ask the Dynamic archive provider"
+    try:
+        resp = await api.request(
+            "GET",
+            f"{base_url}/archive/dynamic",
+            params={
+                "$select": LINK_ID,
+                "$filter": f"BinaryObjectLink.ownerTable eq {OWNER_TABLE[kind]} and "
+                f"BinaryObjectLink.linkType eq {PICTURE_LINK_TYPE[kind]}",
+                "$top": "1",
+            },
+            allow=(400, 403, 404),
+            what=what,
+        )
+    except UnreachableError as exc:
+        raise _unreachable(what, exc, "SuperOffice answered the listing; try again in a moment") from None
+    except ApiError as exc:
+        status, detail = exc.status, exc.message.removeprefix(what + ": ")
+    else:
+        status, detail = resp.status, _status_text(resp)
+    if status == 200:
+        out.append(
+            Finding(
+                True,
+                "change detection: bulk (the Dynamic archive provider answers: every picture's fingerprint "
+                "in one request per 1,000 pictures; checked against ImageInfo on a sample)",
+            )
+        )
+        return
+    if mode == "auto":
+        out.append(
+            Finding(
+                True,
+                f"change detection: per_record (the Dynamic archive provider is not available: {detail}; "
+                "runs fall back to ImageInfo for each record)",
+            )
+        )
+        return
+    raise _fail(
+        f"change detection: bulk is configured, but the Dynamic archive provider is not available ({detail})",
+        "allow the app's user the Dynamic archive provider (BinaryObjectLink), or set "
+        "superoffice.change_detection to auto or per_record",
+        ExitCode.AUTH if status == 403 else ExitCode.CONFIG,
+    )
 
 
 def _so_unauthorized(auth: Auth, status: str) -> _Failed:

@@ -247,7 +247,17 @@ def _run_json(r: Any) -> dict[str, Any]:
         "counts": counts,
         "seconds": _seconds_between(r.started_at, r.finished_at),
         "company": getattr(r, "company", None),
+        "change_detection": getattr(r, "change_detection", None),
+        "change_detection_note": getattr(r, "change_detection_note", None),
+        "change_detection_fell_back": fell_back(getattr(r, "change_detection_note", None)),
     }
+
+
+def fell_back(note: str | None) -> bool:
+    """Whether a run's change-detection note says ``auto`` fell back to per-record ImageInfo."""
+    from syncd.fingerprints import FELL_BACK
+
+    return bool(note) and str(note).startswith(FELL_BACK)
 
 
 def _issue_json(i: Any) -> dict[str, Any]:

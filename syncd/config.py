@@ -223,8 +223,13 @@ class SuperOfficeConfig(_Model):
     # own https://{sod|qaonline|online}.superoffice.com/api/state for its online hosts, none elsewhere.
     state_url: str | None = None
     limits: ApiLimits = Field(default_factory=_so_limits)
-    page_size: int = Field(default=500, ge=1, le=5000)
+    page_size: int = Field(default=1000, ge=1, le=5000)  # rows per listing page; 1,000 at most are asked
     max_image_bytes: Size = 20_000_000
+    # How a run learns which pictures changed without downloading them (syncd.fingerprints): ``auto``
+    # reads every picture's fingerprint in a few pages of the Dynamic archive provider, verified against
+    # ImageInfo on a sample, and falls back to ``per_record`` (one ImageInfo request per record) where
+    # the provider cannot be used; ``bulk`` insists on the provider; ``per_record`` never uses it.
+    change_detection: Literal["auto", "bulk", "per_record"] = "auto"
     # SuperOffice does not document that saving a picture moves the record's updatedDate, and most
     # likely it does not; so by default every run asks ImageInfo for every matched record. Set true
     # only where picture changes are known to touch updatedDate: then incremental runs skip records

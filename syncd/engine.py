@@ -5,8 +5,11 @@ The run has two phases so that nothing changes before the whole plan is known:
 Listing              both listings stream page by page into the run's store (:mod:`syncd.staging`, a
                      scratch SQLite database) and are matched there in SQL: memory does not grow
                      with the number of records.
-Phase A (read only)  walk the pairs in chunks (one batched ledger read per chunk): read each matched
-                     source's ImageInfo fingerprint and decide with
+Fingerprints         how phase A learns which pictures changed (:mod:`syncd.fingerprints`): one pass
+                     over SuperOffice's Dynamic archive provider for every picture at once (bulk), or
+                     ImageInfo per record (per_record); chosen, verified and recorded per run.
+Phase A (read only)  walk the pairs in chunks (one batched ledger read per chunk): take each matched
+                     source's picture fingerprint and decide with
                      :func:`syncd.decisions.decide_before_fetch`: skip / fetch / keep / blank / clear.
                      The decisions go to the store: settled items (skip, blank, keep) with the ledger
                      row to record, fetch and clear items with the ledger row they were decided from.
@@ -57,13 +60,13 @@ from syncd.errors import (
     ApiError,
     AuthError,
     ImageError,
-    NotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
     SafetyStop,
     SyncdError,
     UnreachableError,
 )
+from syncd.fingerprints import Fingerprints, choose
 from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, item_row, same_but_checked
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.staging import CHUNK, Planned, RunStore
@@ -107,6 +110,8 @@ class RunResult:
     plan: list[PlanEntry] = field(default_factory=list)
     match_problems: list[Problem] = field(default_factory=list)
     failed_items: list[tuple[int, str, str]] = field(default_factory=list)  # (source id, target id, error)
+    change_detection: str | None = None  # bulk | per_record (syncd.fingerprints)
+    change_detection_note: str | None = None  # why per_record when auto fell back, or the verification
     started: float = 0.0
     finished: float = 0.0
 
@@ -302,13 +307,16 @@ class Engine:
                     hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
                 )
             self._report_problems(kind, await store.match(), result)
+            fingerprints = await self._detect(mapping, store, options, result)
             watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
 
             total = await store.count_pairs()
             policy = Policy(
                 on_source_blank=mapping.on_source_blank, on_target_changed=mapping.on_target_changed
             )
-            settled = await self._phase_a(mapping, store, total, policy, options, watermark, deadline)
+            settled = await self._phase_a(
+                mapping, store, total, policy, options, watermark, fingerprints, deadline
+            )
             if settled is None:  # stopped while checking: nothing was changed, nothing half-done
                 if self.stop.is_set():
                     result.outcome = "interrupted"
@@ -348,6 +356,7 @@ class Engine:
         policy: Policy,
         options: RunOptions,
         watermark: str | None,
+        fingerprints: Fingerprints,
         deadline: float | None = None,
     ) -> _Settled | None:
         """Fingerprints and first decisions (read only), a chunk of pairs at a time. The decisions go
@@ -360,7 +369,14 @@ class Engine:
             ids = [p.source.id for p in pairs]
             stored = await self.ledger.get_items(mapping.name, mapping.source, ids) if self.ledger else {}
             work = await self._plan(
-                mapping, pairs, self._applicable(stored, pairs), policy, options, unchanged_before, deadline
+                mapping,
+                pairs,
+                self._applicable(stored, pairs),
+                policy,
+                options,
+                unchanged_before,
+                fingerprints,
+                deadline,
             )
             if self.stop.is_set() or (deadline is not None and self.clock() >= deadline):
                 return None
@@ -471,10 +487,12 @@ class Engine:
         items: dict[int, LedgerItem],
         policy: Policy,
         options: RunOptions,
-        unchanged_before: datetime | None = None,
+        unchanged_before: datetime | None,
+        fingerprints: Fingerprints,
         deadline: float | None = None,
     ) -> list[_Work]:
         work: list[_Work | None] = [None] * len(pairs)
+        known = await fingerprints.known([p.source.id for p in pairs])  # bulk: all; per_record: none
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(pairs)):
             queue.put_nowait(i)
@@ -485,7 +503,7 @@ class Engine:
             """The item's fingerprint; when ImageInfo fails past its retries the item is decided by
             downloading in phase B (where a failure fails this item only), unless SuperOffice looks down."""
             try:
-                value = await self._fingerprint(mapping.source, pair.source.id)
+                value = await fingerprints.of(mapping.source, pair.source.id)
             except PermissionDeniedError:
                 raise
             except (UnreachableError, ApiError) as exc:
@@ -510,14 +528,16 @@ class Engine:
                 i = queue.get_nowait()
                 pair = pairs[i]
                 item = items.get(pair.source.id)
-                if (
+                if pair.source.id in known:
+                    fingerprint: str | None = known[pair.source.id]
+                elif (
                     unchanged_before is not None
                     and item is not None
                     and item.source_fingerprint
                     and _parse_so_date(pair.source.updated) < unchanged_before
                 ):
                     # trust_updated_date: a record not updated since the last good run keeps its picture
-                    fingerprint: str | None = item.source_fingerprint
+                    fingerprint = item.source_fingerprint
                 else:
                     fingerprint = await fingerprint_of(pair)
                 tstate = _target_state(pair.target.picture)
@@ -562,14 +582,28 @@ class Engine:
         parsed = _parse_so_date(watermark)
         return None if parsed == datetime.max.replace(tzinfo=UTC) else parsed - timedelta(days=1)
 
-    async def _fingerprint(self, kind: SourceKind, entity_id: int) -> str | None:
-        if not self.source.image_info_supported:
-            return FINGERPRINT_UNAVAILABLE
-        try:
-            return await self.source.fingerprint(kind, entity_id)
-        except NotFoundError:
-            # The record vanished, or this installation has no ImageInfo route: decide by download.
-            return FINGERPRINT_UNAVAILABLE
+    async def _detect(
+        self, mapping: MappingConfig, store: RunStore, options: RunOptions, result: RunResult
+    ) -> Fingerprints:
+        """This run's fingerprints (:func:`syncd.fingerprints.choose`), recorded with the run. The
+        provider is checked against ImageInfo on the first run and on every full reconcile."""
+        so = self.config.superoffice
+        if so.change_detection != "per_record":
+            self.reporter.phase(mapping.name, "reading picture fingerprints", None)
+        verify = options.full or not (self.ledger and await self.ledger.bulk_verified(mapping.name))
+        choice = await choose(
+            so.change_detection,
+            mapping=mapping.name,
+            kind=mapping.source,
+            client=self.source,
+            store=store,
+            verify=verify,
+            concurrency=so.limits.concurrency,
+        )
+        result.change_detection, result.change_detection_note = choice.strategy, choice.note
+        if self.ledger is not None and result.run_id is not None and not options.dry_run:
+            await self.ledger.set_change_detection(result.run_id, choice.strategy, choice.note)
+        return choice.fingerprints
 
     def _confirm_pending(self, item: LedgerItem | None, picture: TargetPicture | None) -> LedgerItem | None:
         """A write whose reply did not carry the new etag is confirmed by the next listing: if the

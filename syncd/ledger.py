@@ -164,9 +164,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX recent_by_mapping ON recent_changes (mapping, id)",
     ),
-    # Several Business Central companies (issue #15): each mapping is bound to the company its rows
+    # v2: which change detection each run used (syncd.fingerprints), and why when it fell back
+    (
+        "ALTER TABLE runs ADD COLUMN change_detection TEXT",
+        "ALTER TABLE runs ADD COLUMN change_detection_note TEXT",
+    ),
+    # v3: several Business Central companies (issue #15): each mapping is bound to the company its rows
     # describe, and each run records its company. Self-contained (touches no other step's tables or
-    # columns), so it applies after any earlier step. A v1 ledger's mappings bind on their next run.
+    # columns). A v1 or v2 ledger's mappings bind on their next run.
     (
         """CREATE TABLE companies (
             mapping TEXT PRIMARY KEY,
@@ -229,6 +234,8 @@ class RunRecord:
     outcome: str | None
     error: str | None
     company: str | None = None  # the BC company's name when the run started (None: before schema v3)
+    change_detection: str | None = None  # bulk | per_record (None: not decided, or before schema v2)
+    change_detection_note: str | None = None  # why per_record when auto fell back, or the verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +366,8 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         outcome=row["outcome"],
         error=clean_optional(row["error"]),
         company=row["company"] if "company" in row.keys() else None,  # noqa: SIM118 (Row: `in` is values)
+        change_detection=row["change_detection"],
+        change_detection_note=row["change_detection_note"],
     )
 
 
@@ -703,6 +712,25 @@ class Ledger:
                 "(SELECT id FROM runs WHERE mapping = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (rows[0]["mapping"], rows[0]["mapping"], KEEP_RUNS),
             )
+
+    async def set_change_detection(self, run_id: int, strategy: str, note: str | None) -> None:
+        """Record which change detection (bulk | per_record) run ``run_id`` used, and why."""
+        _check_choice(strategy, ("bulk", "per_record"), "change detection")
+        async with self._transaction():
+            await self._exec(
+                "UPDATE runs SET change_detection = ?, change_detection_note = ? WHERE id = ?",
+                (strategy, _clip(note), run_id),
+            )
+
+    async def bulk_verified(self, mapping: str) -> bool:
+        """Whether a run of ``mapping`` has completed with bulk change detection (so its provider was
+        checked against ImageInfo once): later incremental runs need not check a sample again."""
+        rows = await self._fetchall(
+            "SELECT 1 FROM runs WHERE mapping = ? AND change_detection = 'bulk' "
+            "AND outcome IN ('ok', 'partial') LIMIT 1",
+            (mapping,),
+        )
+        return bool(rows)
 
     async def last_runs(self, mapping: str | None = None, limit: int = 10) -> list[RunRecord]:
         """The most recent runs, newest first (including ones in progress)."""

@@ -174,6 +174,9 @@ def outcomes_json(outcomes: Sequence[MappingOutcome]) -> list[dict[str, Any]]:
         if mo.result is not None:
             r = mo.result
             row.update(outcome=r.outcome, counts=r.counts.as_dict(), seconds=round(r.duration, 3))
+            row["change_detection"] = r.change_detection
+            if r.change_detection_note:
+                row["change_detection_note"] = r.change_detection_note
             if r.error:
                 row["reason"] = clean(r.error)  # which budget or safety stop ended the run
             row["failures"] = [_entry(e) for e in r.failures]
@@ -216,7 +219,12 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     for key in ("written", "unchanged", "blank", "cleared", "kept", "unmatched", "ambiguous", "failed"):
         table.add_row(key, *[cell(run, key) for run in runs])
     table.add_row("seconds", *[str(run.get("seconds") or "") for run in runs])
+    table.add_row("change detection", *[str(run.get("change_detection") or "") for run in runs])
     console.print(table)
+    for run in runs:
+        if run.get("change_detection_fell_back"):
+            line = clean(f"{run['mapping']}: change detection {run['change_detection_note']}")
+            console.print(line, highlight=False, markup=False, overflow="fold")
     console.print(f"ledger: {status['ledger']} — {status['items']} items", highlight=False, markup=False)
     for run in runs:  # why the last run of a mapping did not end well
         if run.get("error") and run.get("outcome") not in (None, "ok", "partial"):

@@ -38,6 +38,8 @@ CREATE TABLE target_data (n INTEGER PRIMARY KEY, has_picture INTEGER NOT NULL, e
                           height INTEGER, content_type TEXT, edit_link TEXT);
 CREATE TABLE plan (source_id INTEGER PRIMARY KEY, action TEXT NOT NULL, fingerprint TEXT, item BLOB);
 CREATE TABLE settled (source_id INTEGER PRIMARY KEY, item BLOB);
+CREATE TABLE picture (source_id INTEGER PRIMARY KEY, rank INTEGER NOT NULL, link_id INTEGER NOT NULL,
+                      blob_id INTEGER NOT NULL, fingerprint TEXT NOT NULL);
 """
 
 # A pair as _pair() reads it: columns 0-10 (phase B's query puts three plan columns before them).
@@ -223,6 +225,38 @@ class RunStore:
                 following.cancel()
                 raise
             rows = await following
+
+    # -- picture fingerprints (syncd.fingerprints' bulk pass) --------------------------------------
+    async def add_pictures(self, rows: Sequence[tuple[int, int, int, int, str]]) -> None:
+        """(source id, rank, link id, blob id, fingerprint) per picture link; of one source's links the
+        lowest rank (then the lowest link id) is its picture."""
+        await self._call(
+            self._insert,
+            "INSERT INTO picture VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET "
+            "rank = excluded.rank, link_id = excluded.link_id, blob_id = excluded.blob_id, "
+            "fingerprint = excluded.fingerprint WHERE (excluded.rank, excluded.link_id) < (rank, link_id)",
+            rows,
+        )
+
+    async def clear_pictures(self) -> None:
+        await self._call(self._insert, "DELETE FROM picture", [()])
+
+    async def pictures(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """(blob id, fingerprint) of those of ``ids`` that have a picture."""
+        marks = ",".join("?" * len(ids))
+        sql = f"SELECT source_id, blob_id, fingerprint FROM picture WHERE source_id IN ({marks})"  # noqa: S608
+        rows = await self._call(lambda: self._db.execute(sql, tuple(ids)).fetchall()) if ids else []
+        return {int(r[0]): (int(r[1]), str(r[2])) for r in rows}
+
+    async def sample_sources(self, n: int, *, with_picture: bool) -> list[int]:
+        """Up to ``n`` listed source ids with (or without) a picture in the pass, spread over the ids."""
+        cond = "IS NOT NULL" if with_picture else "IS NULL"
+        sql = (
+            "SELECT sd.id FROM source_data sd LEFT JOIN picture pc ON pc.source_id = sd.id "  # noqa: S608
+            f"WHERE pc.source_id {cond} ORDER BY (sd.id * 2654435761) % 4294967296 LIMIT ?"
+        )
+        rows = await self._call(lambda: self._db.execute(sql, (n,)).fetchall())
+        return sorted(int(r[0]) for r in rows)
 
     def _pair(self, r: Sequence[Any]) -> Pair:
         """A pair as the engine uses it: ids, number, updated date and picture (no listed columns)."""

@@ -414,6 +414,11 @@ def _mapping_rows(rows: Sequence[MappingRow]) -> str:
             if error
             else ""
         )
+        if run.get("change_detection_fell_back"):  # auto could not use the Dynamic archive provider
+            err_row += (
+                f'<tr class="run-note"><td></td><td class="muted" colspan="{width - 1}">change detection '
+                f"{_e(run.get('change_detection_note'))}</td></tr>"
+            )
         body.append(
             f'<tr class="mapping" data-mapping="{_e(r.name)}"><td><b>{_e(r.name)}</b><br>'
             f'<span class="muted flow">{_e(flow)}</span></td><td class="when">{last}</td><td>{outcome}</td>'

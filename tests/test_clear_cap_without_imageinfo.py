@@ -60,7 +60,7 @@ async def test_a_404_for_the_picture_without_imageinfo_never_clears_over_two_run
             sb,
             tmp_path,
             mappings=[mapping],
-            superoffice={"base_url": _via(sb, proxy)},
+            superoffice={"base_url": _via(sb, proxy), "change_detection": "per_record"},
             limits={"max_clears": 10, "max_clears_percent": 10},
         )
         targets = await _first_sync_then_remove(sb, path, 20)
@@ -88,7 +88,7 @@ async def test_blanks_found_while_downloading_past_the_percent_cap_stop_the_run_
             sb,
             tmp_path,
             mappings=[mapping],
-            superoffice={"base_url": _via(sb, proxy)},
+            superoffice={"base_url": _via(sb, proxy), "change_detection": "per_record"},
             limits={"max_clears": 10, "max_clears_percent": 10},  # 10% of ~40 records: 4
         )
         targets = await _first_sync_then_remove(sb, path, 8)
@@ -117,7 +117,7 @@ async def test_blanks_found_while_downloading_past_max_clears_stop_the_run(tmp_p
             sb,
             tmp_path,
             mappings=[mapping],
-            superoffice={"base_url": _via(sb, proxy)},
+            superoffice={"base_url": _via(sb, proxy), "change_detection": "per_record"},
             limits={"max_clears": 2, "max_clears_percent": 100},
         )
         targets = await _first_sync_then_remove(sb, path, 6)
@@ -140,7 +140,7 @@ async def test_blanks_found_while_downloading_within_both_caps_are_cleared(tmp_p
             sb,
             tmp_path,
             mappings=[mapping],
-            superoffice={"base_url": _via(sb, proxy)},
+            superoffice={"base_url": _via(sb, proxy), "change_detection": "per_record"},
             limits={"max_clears": 10, "max_clears_percent": 10},
         )
         targets = await _first_sync_then_remove(sb, path, 3)

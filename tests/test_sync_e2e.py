@@ -220,7 +220,12 @@ async def test_trust_updated_date_skips_imageinfo_for_records_not_updated(tmp_pa
     # Where saving a picture does move updatedDate (a sandbox knob), incremental runs may trust it.
     async with Sandbox(seed=5, contacts=80, persons=0, image_updates_touch_updated_date=True) as sb:
         one_mapping = [sb.config()["mappings"][0]]
-        cfg = write_config(sb, tmp_path, superoffice={"trust_updated_date": True}, mappings=one_mapping)
+        cfg = write_config(
+            sb,
+            tmp_path,
+            superoffice={"trust_updated_date": True, "change_detection": "per_record"},
+            mappings=one_mapping,
+        )
         await syncd("run", "--once", "-c", str(cfg))
         pairs = len(sb.dataset.expected["mappings"]["customers"]["pairs"])
         info_before = sb.so.log.count(route_contains="ImageInfo")

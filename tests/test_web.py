@@ -339,3 +339,17 @@ async def test_thumbnails_after_a_page_view_do_not_read_the_ledger_again(
         resp = await client.get(url)
         assert resp.status == 200 and (await resp.read())[:3] == b"\xff\xd8\xff"
     assert ledger.queries == before
+
+
+async def test_a_mapping_whose_change_detection_fell_back_says_so(client: Client, ledger: Ledger) -> None:
+    run = await ledger.start_run("staff", "incremental")
+    await ledger.set_change_detection(
+        run, "per_record", "fell back to per-record ImageInfo: the Dynamic archive provider answered HTTP 403"
+    )
+    await ledger.finish_run(run, {"unchanged": 3}, "ok")
+    page = await (await client.get("/")).text()
+    assert "change detection fell back to per-record ImageInfo: the Dynamic archive provider answered" in page
+    assert page.count("fell back to per-record") == 1  # customers used bulk (or nothing): no note there
+    status = await (await client.get("/status.json")).json()
+    staff = next(r for r in status["runs"] if r["mapping"] == "staff")
+    assert staff["change_detection"] == "per_record" and staff["change_detection_fell_back"] is True

@@ -395,6 +395,11 @@ def _parser() -> argparse.ArgumentParser:
         help="Business Central's sliding-window request limit per principal, e.g. 6000/300 (BC online)",
     )
     p.add_argument(
+        "--so-rate-limit",
+        metavar="COUNT/SECONDS",
+        help="SuperOffice request limit per principal (429 + Retry-After beyond it), e.g. 10/1",
+    )
+    p.add_argument(
         "--image-updates-touch-updated-date",
         action="store_true",
         help="saving a SuperOffice picture also moves the record's updatedDate (off: as the real product)",
@@ -413,14 +418,23 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"--faults: {exc}") from None
     if args.bc_rate_limit:
-        count, _, seconds = args.bc_rate_limit.partition("/")
-        try:
-            options["rate_limit"] = (int(count), float(seconds))
-        except ValueError:
-            raise ValueError("--bc-rate-limit takes COUNT/SECONDS, e.g. 6000/300") from None
+        options["rate_limit"] = _rate(args.bc_rate_limit, "--bc-rate-limit", "6000/300")
+    if args.so_rate_limit:
+        options["request_limit"] = _rate(args.so_rate_limit, "--so-rate-limit", "10/1")
     if args.image_updates_touch_updated_date:
         options["image_updates_touch_updated_date"] = True
     return options
+
+
+def _rate(text: str, flag: str, example: str) -> tuple[int, float]:
+    count, _, seconds = text.partition("/")
+    try:
+        limit = (int(count), float(seconds))
+    except ValueError:
+        raise ValueError(f"{flag} takes COUNT/SECONDS, e.g. {example}") from None
+    if limit[0] < 1 or limit[1] <= 0:
+        raise ValueError(f"{flag}: COUNT must be at least 1 and SECONDS more than 0, e.g. {example}")
+    return limit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,9 @@ What it serves (one tenant, default ``Cust00001``; every path matches case-insen
     GET    /{cust}/api                                 version discovery (no auth)
     GET    /{cust}/api/v1/Contact                      SimpleContact archive (OData-ish query options)
     GET    /{cust}/api/v1/Person                       Person archive
-    GET    /{cust}/api/v1/Archive/{provider}           SimpleContact | Contact | Person | SimplePerson
+    GET    /{cust}/api/v1/Archive/{provider}           SimpleContact | Contact | Person | SimplePerson, and
+                                                       dynamic: dot syntax over BinaryObject and
+                                                       BinaryObjectLink (so_dynamic.py)
     GET    /{cust}/api/v1/{Contact|Person}/{id}        entity JSON, Last-Modified, If-Modified-Since → 304
     GET    /{cust}/api/v1/{Contact|Person}/{id}/Image  as stored, or scaled/converted (w, h, type), ifBlank
     PUT    /{cust}/api/v1/{Contact|Person}/{id}/Image  raw image/* or multipart body → 200 blob id
@@ -23,6 +25,13 @@ Auth: ``Basic`` (onsite style, ``users``), ``SOTicket 7T:…`` together with a k
 
 Where the vendor documentation is silent the emulator picks the most plausible behaviour and says so in
 a comment marked *inferred* (see /work/shared/reference/superoffice-api.md, which uses the same word).
+
+Pictures live in the BinaryObject / BinaryObjectLink tables (``SOState.blobs``/``links``) that PUT/POST/
+DELETE …/Image maintain: a replaced picture gets a new BinaryObject row and its link moves to it
+(``image_replace_in_place`` updates the row instead: same blob id, ``updated``/``updatedCount`` move);
+an entity shows the blob of its lowest-ranked picture link. ``request_limit=(COUNT, SECONDS)`` (``syncd
+sandbox --so-rate-limit``) answers 429 with Retry-After beyond COUNT requests per principal in any
+SECONDS.
 
 Sandbox-only control routes (no auth, never logged, never faulted), besides the common ones:
 
@@ -50,9 +59,11 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -64,6 +75,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from PIL import Image, ImageDraw
 
+from syncd.sandbox import so_dynamic
 from syncd.sandbox.common import ADMIN_PREFIX, PRINCIPAL, Emulator, Faults, Handler, retry_after_value
 
 SOKind = Literal["contact", "person"]
@@ -142,7 +154,32 @@ SO_OPTIONS: tuple[str, ...] = (
     "image_updates_touch_updated_date",
     "json_image_on_json_accept",
     "ticket_lifetime",
+    "image_replace_in_place",
+    "dynamic_provider_status",
+    "dynamic_fail_after",
+    "dynamic_numeric_primary_key",
+    "request_limit",
 )
+
+
+def _option_value(name: str, value: Any) -> Any:
+    """A knob's value from JSON (ValueError when it does not fit)."""
+    if name == "ticket_lifetime":
+        return float(value)
+    if name == "dynamic_provider_status":
+        status = int(value)
+        if status and not 400 <= status <= 599:
+            raise ValueError("dynamic_provider_status is 0 (answer normally) or an HTTP error status")
+        return status
+    if name == "dynamic_fail_after":
+        return None if value is None else int(value)
+    if name == "request_limit":
+        if value is None:
+            return None
+        count, seconds = value
+        return (int(count), float(seconds))
+    return bool(value)
+
 
 CLAIM_TICKET = "http://schemes.superoffice.net/identity/ticket"
 CLAIM_WEBAPI_URL = "http://schemes.superoffice.net/identity/webapi_url"
@@ -229,6 +266,11 @@ class SOImage:
     description: str = ""
     extra_info: str = ""
     label: str | None = None  # identifies lazily made bytes in snapshots without making them
+    # BinaryObject.updated / updatedCount: null and 0 until the row is modified in place (the documented
+    # SQL how-to inserts updated=0, updatedCount=0); ImageInfo's UpdatedDate shows ``updated`` instead.
+    modified: datetime | None = None
+    updated_count: int = 0
+    conceptual_type: str = ""
 
     @property
     def resolved(self) -> bool:
@@ -245,6 +287,28 @@ class SOImage:
         if self.label is not None:
             return f"lazy:{self.label}"
         return "sha256:" + hashlib.sha256(self.content()).hexdigest()
+
+
+@dataclass(slots=True)
+class SOLink:
+    """One BinaryObjectLink row: which owner record shows which BinaryObject, as what, in what rank."""
+
+    link_id: int
+    blob_id: int
+    owner_table: int  # 5 contact, 6 person (the tables' numbers in the SuperOffice dictionary)
+    owner_record: int
+    link_type: int  # BlobLinkType: 1 PersonImage, 17 ContactImage, others for other uses
+    rank: int
+    registered: datetime
+    updated: datetime | None = None
+    updated_count: int = 0
+
+
+#: Table numbers and picture link types (docs: database/tables/{contact,person}.md, enums/bloblinktype.md).
+OWNER_TABLE: dict[str, int] = {"contact": 5, "person": 6}
+PICTURE_LINK_TYPE: dict[str, int] = {"contact": 17, "person": 1}
+#: BinaryObject.conceptualType as written for each kind (documented PERSONPHOTO; the contact's is inferred).
+CONCEPTUAL_TYPE: dict[str, str] = {"contact": "CONTACTIMAGE", "person": "PERSONPHOTO"}
 
 
 # -- entities ------------------------------------------------------------------------------------
@@ -447,6 +511,16 @@ class SOState:
         self.extra_columns: dict[SOKind, dict[str, str]] = {"contact": {}, "person": {}}  # casefold → name
         self._next_blob_id = 100
         self._checkpoint: dict[str, Any] | None = None
+        # The BinaryObject and BinaryObjectLink tables (the archive/dynamic provider reads them); the
+        # entities' ``image`` is the BinaryObject their lowest-ranked picture link points at.
+        self.blobs: dict[int, SOImage] = {}
+        self.links: dict[int, SOLink] = {}
+        self._links_by_owner: dict[tuple[int, int, int], list[int]] = {}  # (table, record, type) → ids
+        self._next_link_id = 0
+        #: A replaced picture updates its BinaryObject row in place (same blob id, ``updated`` and
+        #: ``updatedCount`` move) instead of getting a new row that the link is moved to (the default,
+        #: as the agent model CreateDefaultBlobEntity + ChangePersonImage suggests; undocumented).
+        self.image_replace_in_place = False
 
     # -- building ---------------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -593,16 +667,91 @@ class SOState:
         stamp = utc(when) if when is not None else self.now()
         if touch:
             entity.updated = stamp
+        owner = (OWNER_TABLE[so_kind], entity_id, PICTURE_LINK_TYPE[so_kind])
         if data is None:
+            for link_id in list(self._links_by_owner.get(owner, ())):
+                self.remove_link(link_id)
             entity.image = None
             return None
         if mime is None:
             if not isinstance(data, bytes):
                 raise ValueError("lazy picture data needs an explicit mime")
             mime = sniff_mime(data) or "application/octet-stream"
-        self._next_blob_id += 1
-        entity.image = SOImage(data, mime, self._next_blob_id, stamp, stamp, label=label)
-        return self._next_blob_id
+        current = entity.image
+        if current is not None and self.image_replace_in_place:
+            current.data, current.mime, current.label = data, mime, label
+            current.updated = current.modified = stamp
+            current.updated_count += 1
+            return current.blob_id
+        blob = SOImage(data, mime, self.new_blob_id(), stamp, stamp, label=label)
+        blob.conceptual_type = CONCEPTUAL_TYPE[so_kind]
+        self.blobs[blob.blob_id] = blob
+        ids = self._links_by_owner.get(owner)
+        if ids:  # relink the shown picture's link to the new row (ChangePersonImage(blobId))
+            link = min((self.links[i] for i in ids), key=lambda lk: (lk.rank, lk.link_id))
+            old = link.blob_id
+            link.blob_id, link.updated = blob.blob_id, stamp
+            link.updated_count += 1
+            self._drop_orphan(old)
+        else:
+            self.add_link(so_kind, entity_id, blob.blob_id, rank=1, when=stamp)
+        self._resolve(so_kind, entity_id)
+        return blob.blob_id
+
+    # -- BinaryObjectLink rows --------------------------------------------------------------------
+    def add_link(
+        self,
+        kind: str,
+        entity_id: int,
+        blob_id: int,
+        *,
+        rank: int = 1,
+        link_type: int | None = None,
+        when: datetime | None = None,
+    ) -> int:
+        """Add a BinaryObjectLink row from ``entity_id`` to BinaryObject ``blob_id``; returns its id.
+        ``link_type`` defaults to the kind's picture link type (another type is not a picture)."""
+        so_kind = _kind(kind)
+        if blob_id not in self.blobs:
+            raise KeyError(blob_id)
+        self._next_link_id += 1
+        lt = PICTURE_LINK_TYPE[so_kind] if link_type is None else link_type
+        link = SOLink(
+            self._next_link_id, blob_id, OWNER_TABLE[so_kind], entity_id, lt, rank, utc(when or self.now())
+        )
+        self.links[link.link_id] = link
+        self._links_by_owner.setdefault((link.owner_table, entity_id, lt), []).append(link.link_id)
+        self._resolve(so_kind, entity_id)
+        return link.link_id
+
+    def remove_link(self, link_id: int) -> None:
+        link = self.links.pop(link_id)
+        key = (link.owner_table, link.owner_record, link.link_type)
+        ids = self._links_by_owner.get(key, [])
+        if link_id in ids:
+            ids.remove(link_id)
+        if not ids:
+            self._links_by_owner.pop(key, None)
+        self._drop_orphan(link.blob_id)
+        kind: SOKind = "contact" if link.owner_table == OWNER_TABLE["contact"] else "person"
+        self._resolve(kind, link.owner_record)
+
+    def _drop_orphan(self, blob_id: int) -> None:
+        """A BinaryObject no link points at any more is deleted (DELETE …/Image removes the picture)."""
+        if not any(lk.blob_id == blob_id for lk in self.links.values()):
+            self.blobs.pop(blob_id, None)
+
+    def _resolve(self, kind: SOKind, entity_id: int) -> None:
+        """Point the entity's ``image`` at the BinaryObject of its lowest-ranked picture link."""
+        entity = self.entity(kind, entity_id)
+        if entity is None:
+            return
+        ids = self._links_by_owner.get((OWNER_TABLE[kind], entity_id, PICTURE_LINK_TYPE[kind]))
+        if not ids:
+            entity.image = None
+            return
+        link = min((self.links[i] for i in ids), key=lambda lk: (lk.rank, lk.link_id))
+        entity.image = self.blobs.get(link.blob_id)
 
     def new_blob_id(self) -> int:
         self._next_blob_id += 1
@@ -648,6 +797,10 @@ class SOState:
                 "persons": self.persons,
                 "extra": self.extra_columns,
                 "blob": self._next_blob_id,
+                "blobs": self.blobs,
+                "links": self.links,
+                "by_owner": self._links_by_owner,
+                "link": self._next_link_id,
             }
         )
 
@@ -659,6 +812,10 @@ class SOState:
         self.persons = saved["persons"]
         self.extra_columns = saved["extra"]
         self._next_blob_id = saved["blob"]
+        self.blobs = saved["blobs"]
+        self.links = saved["links"]
+        self._links_by_owner = saved["by_owner"]
+        self._next_link_id = saved["link"]
 
 
 def _kind(kind: str) -> SOKind:
@@ -1157,6 +1314,71 @@ class _Grant:
     sliding: bool = True
 
 
+def _blob_size(blob: SOImage) -> int:
+    return len(blob.content())
+
+
+def dynamic_tables(state: SOState) -> dict[str, so_dynamic.Table]:
+    """BinaryObject and BinaryObjectLink as the Dynamic provider sees them (docs/en/database/tables/
+    binaryobject.md, binaryobjectlink.md): the emulator's picture tables, read live."""
+    F = so_dynamic.Field
+
+    def fields(*items: so_dynamic.Field) -> dict[str, so_dynamic.Field]:
+        return {f.name.casefold(): f for f in items}
+
+    blob = so_dynamic.Table(
+        "BinaryObject",
+        "BinaryObject_id",
+        fields(
+            F("BinaryObject_id", "int", lambda b: b.blob_id),
+            F("mimeType", "string", lambda b: b.mime),
+            F("originalSize", "int", _blob_size),
+            F("blobSize", "int", _blob_size),
+            F("conceptualType", "string", lambda b: b.conceptual_type),
+            F("description", "string", lambda b: b.description),
+            F("extraInfo", "string", lambda b: b.extra_info),
+            F("registered", "datetime", lambda b: b.created),
+            F("updated", "datetime", lambda b: b.modified),
+            F("updatedCount", "int", lambda b: b.updated_count),
+        ),
+        lambda: state.blobs,
+    )
+    link = so_dynamic.Table(
+        "BinaryObjectLink",
+        "BinaryObjectLink_id",
+        fields(
+            F("BinaryObjectLink_id", "int", lambda lk: lk.link_id),
+            F("binaryObjectId", "int", lambda lk: lk.blob_id, fk="BinaryObject"),
+            F("ownerTable", "int", lambda lk: lk.owner_table),
+            F("ownerRecord", "int", lambda lk: lk.owner_record),
+            F("linkType", "int", lambda lk: lk.link_type),
+            F("rank", "int", lambda lk: lk.rank),
+            F("registered", "datetime", lambda lk: lk.registered),
+            F("updated", "datetime", lambda lk: lk.updated),
+            F("updatedCount", "int", lambda lk: lk.updated_count),
+        ),
+        lambda: state.links,
+    )
+    return {"binaryobject": blob, "binaryobjectlink": link}
+
+
+class _Window:
+    """Request instants per principal within a sliding window (``request_limit``)."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, deque[float]] = {}
+
+    def hit(self, principal: str, now: float, limit: int, window: float) -> float | None:
+        """Count one request; None if allowed, else the seconds until a slot frees up."""
+        hits = self.hits.setdefault(principal, deque())
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= limit:
+            return hits[0] + window - now
+        hits.append(now)
+        return None
+
+
 class SuperOfficeEmulator(Emulator):
     """The SuperOffice Web API for one tenant, backed by an ``SOState``.
 
@@ -1180,10 +1402,26 @@ class SuperOfficeEmulator(Emulator):
         bearer_lifetime: float = 3600.0,
         image_updates_touch_updated_date: bool = False,
         json_image_on_json_accept: bool = False,
+        image_replace_in_place: bool = False,
+        request_limit: tuple[int, float] | None = None,
         faults: Faults | None = None,
     ) -> None:
         super().__init__(faults)
         self.state = state
+        state.image_replace_in_place = image_replace_in_place
+        #: Throttling as ``--so-rate-limit COUNT/SECONDS``: at most COUNT requests per principal in any
+        #: SECONDS, then 429 with Retry-After (inferred: SuperOffice documents no limit, only that it
+        #: "may throttle"; a third-party SDK says 10 calls per second).
+        self.request_limit = request_limit
+        self._window = _Window()
+        #: Dynamic archive provider knobs: answer every query with this error status (0: normally), e.g.
+        #: 403 as a tenant that does not allow it; fail with 500 after this many answered queries
+        #: (an interrupted pass; None: never); PrimaryKey as a number instead of the documented string.
+        self.dynamic_provider_status = 0
+        self.dynamic_fail_after: int | None = None
+        self.dynamic_numeric_primary_key = False
+        self._dynamic_served = 0
+        self._dynamic_tables = dynamic_tables(state)
         state.clock = lambda: self.clock()
         if not state.has_checkpoint:
             state.checkpoint()
@@ -1211,6 +1449,14 @@ class SuperOfficeEmulator(Emulator):
 
     def principal_of(self, request: web.Request) -> str | None:
         return request.get(PRINCIPAL)
+
+    @property
+    def image_replace_in_place(self) -> bool:
+        return self.state.image_replace_in_place
+
+    @image_replace_in_place.setter
+    def image_replace_in_place(self, value: bool) -> None:
+        self.state.image_replace_in_place = value
 
     # -- credentials ------------------------------------------------------------------------------
     def issue_ticket(self, principal: str = "system-user", app_token: str | None = None) -> str:
@@ -1366,6 +1612,16 @@ class SuperOfficeEmulator(Emulator):
                         **{"WWW-Authenticate": _WWW_AUTHENTICATE},
                     )
                 request[PRINCIPAL] = principal
+                if self.request_limit is not None:
+                    count, window = self.request_limit
+                    wait = self._window.hit(principal, self.clock(), count, window)
+                    if wait is not None:
+                        return so_error(
+                            429,
+                            "TooManyRequestsException",
+                            f"Too many requests: at most {count} per {window:g} seconds",
+                            **{"Retry-After": str(max(1, math.ceil(wait)))},
+                        )
             return await handler(request)
         except _Reply as reply:
             return reply.response
@@ -1390,6 +1646,7 @@ class SuperOfficeEmulator(Emulator):
 
     def reset_data(self) -> None:
         self.state.restore()
+        self._dynamic_tables = dynamic_tables(self.state)
         self.tenant_state = "Running"
         self.tenant_endpoint = None
 
@@ -1542,6 +1799,8 @@ class SuperOfficeEmulator(Emulator):
 
     async def _archive(self, request: web.Request) -> web.Response:
         provider = request.match_info["provider"].casefold()
+        if provider == "dynamic":
+            return await self._dynamic(request)
         if provider in ("simplecontact", "contact"):
             return await self._list("contact", request)
         if provider in ("person", "simpleperson"):
@@ -1549,6 +1808,33 @@ class SuperOfficeEmulator(Emulator):
         return so_error(
             400, "ArgumentException", f"Archive provider {request.match_info['provider']!r} is not emulated"
         )
+
+    async def _dynamic(self, request: web.Request) -> web.Response:
+        """``Archive/dynamic``: dot-syntax queries over BinaryObject / BinaryObjectLink (so_dynamic)."""
+        if self.dynamic_provider_status:
+            status = self.dynamic_provider_status
+            return so_error(
+                status,
+                "SoAccessDeniedException" if status == 403 else "SoException",
+                "Access to the Dynamic archive provider is denied"
+                if status == 403
+                else f"The Dynamic archive provider failed (HTTP {status})",
+            )
+        if self.dynamic_fail_after is not None and self._dynamic_served >= self.dynamic_fail_after:
+            return so_error(500, "SoException", "An unexpected error occurred on the server")
+        try:
+            query = so_dynamic.parse_query(self._dynamic_tables, request.query)
+            page = so_dynamic.run(query)
+        except so_dynamic.DynamicQueryError as exc:
+            return so_error(400, "SoArchiveException", str(exc))
+        for _, row in page:  # sizes need the bytes: make lazy pictures off the event loop
+            blob = row if isinstance(row, SOImage) else self.state.blobs.get(getattr(row, "blob_id", -1))
+            if blob is not None and not blob.resolved:
+                await asyncio.to_thread(blob.content)
+        rows = so_dynamic.render(query, page, so_date, numeric_pk=self.dynamic_numeric_primary_key)
+        self._dynamic_served += 1
+        metadata = f"{self._origin(request)}/{request.match_info['cust']}/api/v1/Archive/$metadata"
+        return web.json_response({"odata.metadata": metadata, "odata.nextLink": None, "value": rows})
 
     # -- entities ---------------------------------------------------------------------------------
     async def _get_entity(self, kind: SOKind, request: web.Request) -> web.Response:
@@ -1818,8 +2104,14 @@ class SuperOfficeEmulator(Emulator):
         body = await _admin_body(request)
         if set(body) - set(SO_OPTIONS):
             return web.json_response({"error": f"options are {list(SO_OPTIONS)}"}, status=400)
-        for name, value in body.items():
-            setattr(self, name, float(value) if name == "ticket_lifetime" else bool(value))
+        try:
+            values = {name: _option_value(name, value) for name, value in body.items()}
+        except (TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        for name, value in values.items():
+            setattr(self, name, value)
+            if name == "dynamic_fail_after":
+                self._dynamic_served = 0
         return web.json_response(self._options())
 
     def _tenant_json(self) -> dict[str, Any]:
