@@ -43,7 +43,7 @@ async def test_a_v1_ledger_opens_upgraded_and_keeps_its_runs_and_items(tmp_path:
         assert fell_back.change_detection_note is not None and "403" in fell_back.change_detection_note
         assert await ledger.bulk_verified("customers") and not await ledger.bulk_verified("staff")
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION
 
 
 async def test_only_the_two_strategies_are_recorded(tmp_path: Path) -> None:
