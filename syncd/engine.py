@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -68,6 +68,7 @@ from syncd.superoffice import SuperOfficeClient
 from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
 
 log = structlog.get_logger("syncd.engine")
+T = TypeVar("T")
 
 PENDING = "pending:"  # ledger etag prefix: written, BC did not tell the new etag; confirmed at next listing
 THUMBS_PER_RUN = 20
@@ -350,10 +351,19 @@ class Engine:
         async for pairs in store.pairs(self.chunk_size):
             ids = [p.source.id for p in pairs]
             stored = await self.ledger.get_items(mapping.name, mapping.source, ids) if self.ledger else {}
-            work = await self._plan(
-                mapping, pairs, self._applicable(stored, pairs), policy, options, unchanged_before, deadline
+            _, work = await self._until(
+                self._plan(
+                    mapping,
+                    pairs,
+                    self._applicable(stored, pairs),
+                    policy,
+                    options,
+                    unchanged_before,
+                    deadline,
+                ),
+                deadline,
             )
-            if self.stop.is_set() or (deadline is not None and self.clock() >= deadline):
+            if work is None or self.stop.is_set() or (deadline is not None and self.clock() >= deadline):
                 return None
             rows: list[tuple[int, tuple[Any, ...] | None]] = []
             planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
@@ -379,18 +389,8 @@ class Engine:
         does not end, or a stalled page, cannot hold the run); True when stopped (outcome set). Records
         the listings skipped as malformed are reported as failures."""
         bad: list[str] = []
-        listing = asyncio.ensure_future(self._list_all(mapping, store, bad.append))
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            await asyncio.wait({listing, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not listing.done():
-                listing.cancel()
-                await asyncio.gather(listing, return_exceptions=True)
-        if not listing.cancelled():
-            listing.result()  # a listing error fails the run
+        finished, _ = await self._until(self._list_all(mapping, store, bad.append), deadline)
+        if finished:  # (a listing error has failed the run)
             for text in bad:
                 result.counts.add(Outcome.FAILED)
                 result.failures.append(PlanEntry("failed", "(listing)", "", text))
@@ -401,6 +401,24 @@ class Engine:
             result.outcome = "budget"
             result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while listing"
         return True
+
+    async def _until(self, work: Awaitable[T], deadline: float | None) -> tuple[bool, T | None]:
+        """``work`` raced against ``deadline`` and the stop event: (True, its result), or (False, None)
+        when it was cancelled first — a read-only step (a listing, phase A's reads) never holds the run
+        past ``max_runtime`` or a stop request, not even with a request hanging. Its errors propagate."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            await asyncio.wait({task, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False, None
+        return True, task.result()
 
     async def _list_all(self, mapping: MappingConfig, store: RunStore, on_bad: Callable[[str], None]) -> None:
         """Stream both listings into the store, a page's worth of rows at a time."""

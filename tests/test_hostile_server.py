@@ -344,6 +344,28 @@ async def test_max_runtime_and_the_stop_event_end_a_listing_that_does_not(tmp_pa
         assert outcome.result is not None and outcome.result.outcome == "interrupted"
 
 
+async def test_a_stalled_imageinfo_request_does_not_hold_the_run_past_max_runtime(tmp_path: Path) -> None:
+    async with Sandbox(contacts=10, persons=0) as sb:
+
+        def stall(seen: Seen) -> float:  # every ImageInfo hangs far longer than max_runtime
+            return 3600.0 if "/ImageInfo" in seen.path_qs else 0.0
+
+        async with Hostile(upstream=sb.so_origin, delay=stall) as proxy:
+            path = write_config(
+                sb,
+                tmp_path,
+                superoffice={"base_url": sb.so_url.replace(sb.so_origin, proxy.origin)},
+                limits={"max_runtime": "2s"},
+                mappings=customers_only(sb),
+            )
+            outcome = await run_once(path)  # within RUN_BOUND, not the hour (nor timeout × retries)
+
+        assert outcome.result is not None and outcome.error is None
+        assert outcome.result.outcome == "budget" and "while checking" in (outcome.result.error or "")
+        assert proxy.requests(containing="/ImageInfo")  # it was in phase A, waiting on the stalled reads
+        assert sb.bc.log.count(method="PATCH") == 0
+
+
 class JumpingClock:
     """The engine's clock: real time until ``jump()``, then ten hours later (max_runtime long gone)."""
 
