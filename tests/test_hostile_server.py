@@ -146,6 +146,7 @@ async def test_a_superoffice_next_link_elsewhere_gets_no_credentials(tmp_path: P
         assert (await last_run(path))[0] == "failed"
 
 
+@pytest.mark.slow
 async def test_a_base_url_with_user_and_password_is_refused_without_echoing_them(tmp_path: Path) -> None:
     async with Sandbox(contacts=1, persons=0) as sb:
         secret = "hunter2-in-the-url"
@@ -307,6 +308,7 @@ async def test_a_listing_of_empty_pages_that_always_names_a_next_one_ends() -> N
         assert len(server.seen) <= 60
 
 
+@pytest.mark.slow
 async def test_max_runtime_and_the_stop_event_end_a_listing_that_does_not(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb, Hostile(handler=endless_bc(delay=0.01)) as server:
         path = write_config(
@@ -619,6 +621,7 @@ async def test_anything_unexpected_marks_the_run_failed_not_ok(tmp_path: Path) -
 # -- 10. `syncd check` on a host that is not SuperOffice's ---------------------------------------------
 
 
+@pytest.mark.slow
 async def test_check_does_not_take_a_missing_state_service_for_an_unknown_tenant(tmp_path: Path) -> None:
     async with Sandbox(contacts=3, persons=3) as sb:
 
