@@ -584,6 +584,28 @@ async def test_malformed_superoffice_rows_are_skipped_and_reported(tmp_path: Pat
         assert (await last_run(path))[0] == "partial"
 
 
+async def test_an_imageinfo_that_is_no_blob_entity_is_not_taken_for_a_blank() -> None:
+    """A list (or a number) from ImageInfo is neither a picture's identity nor the documented "no
+    image": the item is decided by downloading the picture instead (never cleared on it)."""
+
+    async def info(seen: Seen, n: int) -> web.StreamResponse:
+        return web.json_response([{"BlobId": 0}] if n == 0 else 7)
+
+    async with Hostile(handler=info) as server, new_session() as session:
+        base = f"{server.origin}/Cust1/api/v1"
+        api = ApiClient(
+            api="superoffice",
+            session=session,
+            auth=BearerAuth(token=Secret("8A:t0ken"), app_token=None),
+            limits=ApiLimits(requests_per_second=1000, concurrency=4),
+            base_url=base,
+        )
+        source = SuperOfficeClient(api, base, max_image_bytes=1_000_000)
+        for _ in range(2):
+            with pytest.raises(MalformedReplyError, match="not a BlobEntity"):
+                await source.fingerprint("contact", 1)
+
+
 async def test_deeply_nested_json_fails_the_run_and_the_ledger_says_so(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb:
 
