@@ -54,7 +54,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from syncd.errors import AuthError, ConfigError, SyncdError, UnreachableError
-from syncd.http import DEFAULT_REPLY_BYTES, BadEncoding, ReplyTooLarge, parse_retry_after, read_body
+from syncd.http import (
+    DEFAULT_REPLY_BYTES,
+    ERROR_BODY_BYTES,
+    BadEncoding,
+    ReplyTooLarge,
+    parse_retry_after,
+    read_body,
+)
 from syncd.secrets import Secret
 
 __all__ = [
@@ -375,7 +382,10 @@ class _CachedCredentialAuth:
                     status = resp.status
                     content_type = resp.headers.get("Content-Type", "")
                     try:  # bounded after decompression, like every reply (a token is a few KB)
-                        raw = await read_body(resp, DEFAULT_REPLY_BYTES)
+                        if status == 200:
+                            raw = await read_body(resp, DEFAULT_REPLY_BYTES)
+                        else:  # an error page: its start is enough (and a 5xx is still retried)
+                            raw = await read_body(resp, ERROR_BODY_BYTES, truncate=True)
                     except (ReplyTooLarge, BadEncoding) as exc:
                         raise AuthError(
                             f"{what}: {host} answered with a reply syncd refuses ({exc})",

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -74,6 +74,7 @@ from syncd.superoffice import NoPicture, SuperOfficeClient
 from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
 
 log = structlog.get_logger("syncd.engine")
+T = TypeVar("T")
 
 PENDING = "pending:"  # ledger etag prefix: written, BC did not tell the new etag; confirmed at next listing
 THUMBS_PER_RUN = 20
@@ -307,7 +308,15 @@ class Engine:
                     hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
                 )
             self._report_problems(kind, await store.match(), result)
-            fingerprints = await self._detect(mapping, store, options, result)
+            done, fingerprints = await self._until(self._detect(mapping, store, options, result), deadline)
+            if not done or fingerprints is None:  # the picture pass is read-only too: nothing was changed
+                if self.stop.is_set():
+                    result.outcome = "interrupted"
+                else:
+                    result.outcome = "budget"
+                    limit = self.config.limits.max_runtime
+                    result.error = f"max_runtime ({limit:g}s) reached while reading picture fingerprints"
+                return
             watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
 
             total = await store.count_pairs()
@@ -368,17 +377,20 @@ class Engine:
         async for pairs in store.pairs(self.chunk_size):
             ids = [p.source.id for p in pairs]
             stored = await self.ledger.get_items(mapping.name, mapping.source, ids) if self.ledger else {}
-            work = await self._plan(
-                mapping,
-                pairs,
-                self._applicable(stored, pairs),
-                policy,
-                options,
-                unchanged_before,
-                fingerprints,
+            _, work = await self._until(
+                self._plan(
+                    mapping,
+                    pairs,
+                    self._applicable(stored, pairs),
+                    policy,
+                    options,
+                    unchanged_before,
+                    fingerprints,
+                    deadline,
+                ),
                 deadline,
             )
-            if self.stop.is_set() or (deadline is not None and self.clock() >= deadline):
+            if work is None or self.stop.is_set() or (deadline is not None and self.clock() >= deadline):
                 return None
             rows: list[tuple[int, tuple[Any, ...] | None]] = []
             planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
@@ -404,18 +416,8 @@ class Engine:
         does not end, or a stalled page, cannot hold the run); True when stopped (outcome set). Records
         the listings skipped as malformed are reported as failures."""
         bad: list[str] = []
-        listing = asyncio.ensure_future(self._list_all(mapping, store, bad.append))
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            await asyncio.wait({listing, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not listing.done():
-                listing.cancel()
-                await asyncio.gather(listing, return_exceptions=True)
-        if not listing.cancelled():
-            listing.result()  # a listing error fails the run
+        finished, _ = await self._until(self._list_all(mapping, store, bad.append), deadline)
+        if finished:  # (a listing error has failed the run)
             for text in bad:
                 result.counts.add(Outcome.FAILED)
                 result.failures.append(PlanEntry("failed", "(listing)", "", text))
@@ -426,6 +428,24 @@ class Engine:
             result.outcome = "budget"
             result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while listing"
         return True
+
+    async def _until(self, work: Awaitable[T], deadline: float | None) -> tuple[bool, T | None]:
+        """``work`` raced against ``deadline`` and the stop event: (True, its result), or (False, None)
+        when it was cancelled first — a read-only step (a listing, phase A's reads) never holds the run
+        past ``max_runtime`` or a stop request, not even with a request hanging. Its errors propagate."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            await asyncio.wait({task, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False, None
+        return True, task.result()
 
     async def _list_all(self, mapping: MappingConfig, store: RunStore, on_bad: Callable[[str], None]) -> None:
         """Stream both listings into the store, a page's worth of rows at a time."""

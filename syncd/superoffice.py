@@ -265,7 +265,13 @@ class SuperOfficeClient:
         if not resp.body.strip():
             return None
         info = resp.json()  # not JSON: MalformedReplyError, the item is decided by download instead
-        if not isinstance(info, dict) or not info.get("BlobId"):
+        if info is None or info == "":  # the documented "no image" answers
+            return None
+        if not isinstance(info, dict):  # a list, a number...: not a BlobEntity, and not a blank either
+            raise MalformedReplyError(
+                f"{kind} {entity_id} ImageInfo: not a BlobEntity ({type(info).__name__})", status=resp.status
+            )
+        if not info.get("BlobId"):
             return None
         return info
 

@@ -10,7 +10,8 @@ query, headers, body) in ``seen``. It answers in one of two ways:
   proxy does, so the sandbox's absolute next links stay on the proxy). ``tamper(seen, reply)`` may then
   change the reply (a ``Reply``: status, headers, body; JSON via ``reply.json``/``reply.set_json``) or
   return a whole ``web.StreamResponse`` instead; ``alter_request(seen)`` may change the path and query
-  sent upstream (e.g. drop ``$skip``, as a broken proxy would).
+  sent upstream (e.g. drop ``$skip``, as a broken proxy would); ``delay(seen)`` holds a request that
+  many seconds first (a stalled server).
 
 A second ``Hostile()`` without handler is a *recorder*: it answers ``{"value": []}`` to anything and
 ``seen`` shows whether syncd sent it a request (and with which credentials).
@@ -18,6 +19,7 @@ A second ``Hostile()`` without handler is a *recorder*: it answers ``{"value": [
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -80,6 +82,7 @@ class Hostile:
     upstream: str | None = None
     tamper: Tamper | None = None
     alter_request: Callable[[Seen], str] | None = None
+    delay: Callable[[Seen], float] | None = None  # seconds to hold a request before answering (a stall)
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -92,7 +95,7 @@ class Hostile:
     async def start(self) -> Hostile:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # stalled handlers too
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -122,6 +125,8 @@ class Hostile:
         seen = Seen(request.method, request.path_qs, dict(request.headers), await request.read())
         n = len(self.seen)
         self.seen.append(seen)
+        if self.delay is not None and (seconds := self.delay(seen)) > 0:
+            await asyncio.sleep(seconds)
         if self.upstream is None:
             return await (self.handler or _recorder)(seen, n)
         assert self._client is not None

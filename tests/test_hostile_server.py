@@ -146,6 +146,7 @@ async def test_a_superoffice_next_link_elsewhere_gets_no_credentials(tmp_path: P
         assert (await last_run(path))[0] == "failed"
 
 
+@pytest.mark.slow
 async def test_a_base_url_with_user_and_password_is_refused_without_echoing_them(tmp_path: Path) -> None:
     async with Sandbox(contacts=1, persons=0) as sb:
         secret = "hunter2-in-the-url"
@@ -307,6 +308,7 @@ async def test_a_listing_of_empty_pages_that_always_names_a_next_one_ends() -> N
         assert len(server.seen) <= 60
 
 
+@pytest.mark.slow
 async def test_max_runtime_and_the_stop_event_end_a_listing_that_does_not(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb, Hostile(handler=endless_bc(delay=0.01)) as server:
         path = write_config(
@@ -342,6 +344,28 @@ async def test_max_runtime_and_the_stop_event_end_a_listing_that_does_not(tmp_pa
         outcome = await run_once(path, stop=stop)
         await stopper
         assert outcome.result is not None and outcome.result.outcome == "interrupted"
+
+
+async def test_a_stalled_imageinfo_request_does_not_hold_the_run_past_max_runtime(tmp_path: Path) -> None:
+    async with Sandbox(contacts=10, persons=0) as sb:
+
+        def stall(seen: Seen) -> float:  # every ImageInfo hangs far longer than max_runtime
+            return 3600.0 if "/ImageInfo" in seen.path_qs else 0.0
+
+        async with Hostile(upstream=sb.so_origin, delay=stall) as proxy:
+            path = write_config(
+                sb,
+                tmp_path,
+                superoffice={"base_url": sb.so_url.replace(sb.so_origin, proxy.origin)},
+                limits={"max_runtime": "2s"},
+                mappings=customers_only(sb),
+            )
+            outcome = await run_once(path)  # within RUN_BOUND, not the hour (nor timeout × retries)
+
+        assert outcome.result is not None and outcome.error is None
+        assert outcome.result.outcome == "budget" and "while checking" in (outcome.result.error or "")
+        assert proxy.requests(containing="/ImageInfo")  # it was in phase A, waiting on the stalled reads
+        assert sb.bc.log.count(method="PATCH") == 0
 
 
 class JumpingClock:
@@ -560,6 +584,28 @@ async def test_malformed_superoffice_rows_are_skipped_and_reported(tmp_path: Pat
         assert (await last_run(path))[0] == "partial"
 
 
+async def test_an_imageinfo_that_is_no_blob_entity_is_not_taken_for_a_blank() -> None:
+    """A list (or a number) from ImageInfo is neither a picture's identity nor the documented "no
+    image": the item is decided by downloading the picture instead (never cleared on it)."""
+
+    async def info(seen: Seen, n: int) -> web.StreamResponse:
+        return web.json_response([{"BlobId": 0}] if n == 0 else 7)
+
+    async with Hostile(handler=info) as server, new_session() as session:
+        base = f"{server.origin}/Cust1/api/v1"
+        api = ApiClient(
+            api="superoffice",
+            session=session,
+            auth=BearerAuth(token=Secret("8A:t0ken"), app_token=None),
+            limits=ApiLimits(requests_per_second=1000, concurrency=4),
+            base_url=base,
+        )
+        source = SuperOfficeClient(api, base, max_image_bytes=1_000_000)
+        for _ in range(2):
+            with pytest.raises(MalformedReplyError, match="not a BlobEntity"):
+                await source.fingerprint("contact", 1)
+
+
 async def test_deeply_nested_json_fails_the_run_and_the_ledger_says_so(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb:
 
@@ -597,6 +643,7 @@ async def test_anything_unexpected_marks_the_run_failed_not_ok(tmp_path: Path) -
 # -- 10. `syncd check` on a host that is not SuperOffice's ---------------------------------------------
 
 
+@pytest.mark.slow
 async def test_check_does_not_take_a_missing_state_service_for_an_unknown_tenant(tmp_path: Path) -> None:
     async with Sandbox(contacts=3, persons=3) as sb:
 
