@@ -212,15 +212,16 @@ async def test_a_bc_next_link_that_repeats_itself_ends_the_run(tmp_path: Path) -
         assert (await last_run(path))[0] == "failed"
 
 
-async def test_a_superoffice_that_ignores_skip_ends_the_run(tmp_path: Path) -> None:
+async def test_a_superoffice_that_ignores_the_paging_ends_the_run(tmp_path: Path) -> None:
     async with Sandbox(contacts=30, persons=0) as sb:
 
-        def drop_skip(seen: Seen) -> str:  # a proxy that loses $skip: page one, forever
+        def drop_paging(seen: Seen) -> str:  # a proxy that loses $filter/$skip: page one, forever
             path, _, query = seen.path_qs.partition("?")
-            kept = [p for p in query.split("&") if not p.startswith(("$skip=", "%24skip="))]
+            lost = ("$skip=", "%24skip=", "$filter=", "%24filter=")
+            kept = [p for p in query.split("&") if not p.startswith(lost)]
             return path + ("?" + "&".join(kept) if kept else "")
 
-        async with Hostile(upstream=sb.so_origin, alter_request=drop_skip) as proxy:
+        async with Hostile(upstream=sb.so_origin, alter_request=drop_paging) as proxy:
             path = write_config(
                 sb,
                 tmp_path,
@@ -356,7 +357,10 @@ async def test_a_stalled_imageinfo_request_does_not_hold_the_run_past_max_runtim
             path = write_config(
                 sb,
                 tmp_path,
-                superoffice={"base_url": sb.so_url.replace(sb.so_origin, proxy.origin)},
+                superoffice={
+                    "base_url": sb.so_url.replace(sb.so_origin, proxy.origin),
+                    "change_detection": "per_record",  # phase A's ImageInfo reads are what stalls
+                },
                 limits={"max_runtime": "2s"},
                 mappings=customers_only(sb),
             )
@@ -393,7 +397,7 @@ async def test_max_runtime_is_honoured_while_checking_pictures(tmp_path: Path) -
         path = write_config(
             sb,
             tmp_path,
-            superoffice={"limits": {"concurrency": 1}},
+            superoffice={"limits": {"concurrency": 1}, "change_detection": "per_record"},
             limits={"max_runtime": "1h"},
             mappings=customers_only(sb),
         )
@@ -610,7 +614,7 @@ async def test_deeply_nested_json_fails_the_run_and_the_ledger_says_so(tmp_path:
     async with Sandbox(contacts=5, persons=0) as sb:
 
         def nest(seen: Seen, reply: Reply) -> None:
-            if seen.path_qs.split("?")[0].endswith("/companies"):
+            if is_listing(seen):  # the customers listing, read inside the run
                 reply.body = b"[" * 100_000 + b"]" * 100_000
 
         async with Hostile(upstream=sb.bc_origin, tamper=nest) as proxy:
@@ -625,7 +629,9 @@ async def test_deeply_nested_json_fails_the_run_and_the_ledger_says_so(tmp_path:
 
 async def test_anything_unexpected_marks_the_run_failed_not_ok(tmp_path: Path) -> None:
     async with Sandbox(contacts=5, persons=0) as sb:
-        path = write_config(sb, tmp_path, mappings=customers_only(sb))
+        path = write_config(
+            sb, tmp_path, superoffice={"change_detection": "per_record"}, mappings=customers_only(sb)
+        )
         config = load_config(path)
         async with open_runtime(config) as rt:
 
