@@ -6,6 +6,7 @@ The subprocess is started with asyncio so the test's event loop keeps serving th
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import sys
@@ -37,8 +38,10 @@ class Result:
 def write_config(sb: Sandbox, tmp_path: Path, name: str = "syncd.yaml", **overrides: Any) -> Path:
     """The sandbox's config with ``overrides`` merged in (nested dicts merge, other values replace)."""
     cfg = sb.config(ledger=str(tmp_path / "ledger.sqlite"))
-    _merge(cfg, FAST_LIMITS)
-    _merge(cfg, overrides)
+    # Copies: merging puts the dicts themselves into cfg, and a later merge would change FAST_LIMITS
+    # (one test's `timeout: 0.3` became every later test's).
+    _merge(cfg, copy.deepcopy(FAST_LIMITS))
+    _merge(cfg, copy.deepcopy(overrides))
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     path.chmod(0o600)
