@@ -200,7 +200,7 @@ def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
         r["big"] + r["big_resync"]["so_by_kind"].get("list", 0),
     ]
     ax.scatter(
-        [1, 4],
+        [1, len(runs) - 1],
         per_record,
         marker="_",
         s=900,
