@@ -200,7 +200,7 @@ def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
         r["big"] + r["big_resync"]["so_by_kind"].get("list", 0),
     ]
     ax.scatter(
-        [1, 4],
+        [1, len(runs) - 1],
         per_record,
         marker="_",
         s=900,
@@ -214,7 +214,7 @@ def _so_scale(r: dict[str, Any], path: Path, subtitle: str) -> None:
     ax.set_xticklabels([name for name, _ in runs], fontsize=8)
     ax.set_ylabel("SuperOffice requests")
     ax.set_title(
-        f"Measure 7 — SuperOffice requests per run (SuperOffice 10/s, BC 20/s, syncd default limits)\n"
+        f"Measure 8 — SuperOffice requests per run (SuperOffice 10/s, BC 20/s, syncd default limits)\n"
         f"first sync {r['first']['seconds']:.1f} s = {r['first_ratio']:.3f} × ideal "
         f"({r['first_ideal_seconds']:.1f} s); {r['first_so_requests_per_picture']:.3f} SuperOffice "
         f"requests per picture",

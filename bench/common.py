@@ -40,8 +40,8 @@ class Mode:
     parallel_rounds: int  # measure 4: runs of each setting (alternating); the best counts
     memory_sizes: tuple[int, int]  # measure 5
     ledger_rows: int  # measure 6
-    so_pictures: int = 5000  # measure 7: first sync, resync and changes under SuperOffice's 10/s
-    so_big: int = 100_000  # measure 7: the large tenant's unchanged resync
+    so_pictures: int = 5000  # measure 8: first sync, resync and changes under SuperOffice's 10/s
+    so_big: int = 100_000  # measure 8: the large tenant's unchanged resync
 
     @property
     def window_allowance(self) -> int:

@@ -73,7 +73,7 @@ def small_pool(size: int = 32) -> list[bytes]:
 
 
 def tiny_pool(size: int = 32) -> list[bytes]:
-    """Distinct 24×24 JPEGs: for large datasets whose pictures only have to exist (measure 7's setup)."""
+    """Distinct 24×24 JPEGs: for large datasets whose pictures only have to exist (measure 8's setup)."""
     out = []
     for k in range(size):
         buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""Measure 7: SuperOffice at scale (issue 12) — a picture costs its download, a resync a few pages.
+"""Measure 8: SuperOffice at scale (issue 12) — a picture costs its download, a resync a few pages.
 
 The sandbox holds SuperOffice to 10 requests/s (``--so-rate-limit 10/1``: 429 + Retry-After beyond it)
 and Business Central to 20/s (600 per 30-s window), like the tenants; syncd runs on its default limits
