@@ -292,7 +292,7 @@ class Engine:
                     hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
                 )
             self._report_problems(kind, await store.match(), result)
-            fingerprints = await self._detect(mapping, store, options, result)
+            fingerprints = await self._detect(mapping, store, options, result, first_sync=not known)
             watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
 
             total = await store.count_pairs()
@@ -527,14 +527,22 @@ class Engine:
         return None if parsed == datetime.max.replace(tzinfo=UTC) else parsed - timedelta(days=1)
 
     async def _detect(
-        self, mapping: MappingConfig, store: RunStore, options: RunOptions, result: RunResult
+        self,
+        mapping: MappingConfig,
+        store: RunStore,
+        options: RunOptions,
+        result: RunResult,
+        *,
+        first_sync: bool,
     ) -> Fingerprints:
         """This run's fingerprints (:func:`syncd.fingerprints.choose`), recorded with the run. The
-        provider is checked against ImageInfo on the first run and on every full reconcile."""
+        provider is checked against ImageInfo on the first run on a tenant (no verified bulk run yet, or
+        a ledger without items: new, or reset for another tenant) and on every full reconcile."""
         so = self.config.superoffice
         if so.change_detection != "per_record":
             self.reporter.phase(mapping.name, "reading picture fingerprints", None)
-        verify = options.full or not (self.ledger and await self.ledger.bulk_verified(mapping.name))
+        verified = self.ledger is not None and await self.ledger.bulk_verified(mapping.name)
+        verify = options.full or first_sync or not verified
         choice = await choose(
             so.change_detection,
             mapping=mapping.name,
