@@ -308,7 +308,9 @@ class Engine:
                     hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
                 )
             self._report_problems(kind, await store.match(), result)
-            done, fingerprints = await self._until(self._detect(mapping, store, options, result), deadline)
+            done, fingerprints = await self._until(
+                self._detect(mapping, store, options, result, first_sync=not known), deadline
+            )
             if not done or fingerprints is None:  # the picture pass is read-only too: nothing was changed
                 if self.stop.is_set():
                     result.outcome = "interrupted"
@@ -603,14 +605,22 @@ class Engine:
         return None if parsed == datetime.max.replace(tzinfo=UTC) else parsed - timedelta(days=1)
 
     async def _detect(
-        self, mapping: MappingConfig, store: RunStore, options: RunOptions, result: RunResult
+        self,
+        mapping: MappingConfig,
+        store: RunStore,
+        options: RunOptions,
+        result: RunResult,
+        *,
+        first_sync: bool,
     ) -> Fingerprints:
         """This run's fingerprints (:func:`syncd.fingerprints.choose`), recorded with the run. The
-        provider is checked against ImageInfo on the first run and on every full reconcile."""
+        provider is checked against ImageInfo on the first run on a tenant (no verified bulk run yet, or
+        a ledger without items: new, or reset for another tenant) and on every full reconcile."""
         so = self.config.superoffice
         if so.change_detection != "per_record":
             self.reporter.phase(mapping.name, "reading picture fingerprints", None)
-        verify = options.full or not (self.ledger and await self.ledger.bulk_verified(mapping.name))
+        verified = self.ledger is not None and await self.ledger.bulk_verified(mapping.name)
+        verify = options.full or first_sync or not verified
         choice = await choose(
             so.change_detection,
             mapping=mapping.name,

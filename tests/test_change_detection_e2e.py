@@ -221,3 +221,16 @@ async def test_one_replaced_one_edited_in_place_one_removed_costs_two_downloads_
     assert so_requests(sb, so1, ending="/ImageInfo") == 0
     assert bc_requests(sb, bc1, "PATCH") == 2 and second["counts"]["written"] == 2
     assert bc_requests(sb, bc1, "DELETE") == 1 and second["counts"]["cleared"] == 1  # on_source_blank: clear
+
+
+async def test_after_a_ledger_reset_the_sample_is_checked_again(sb: Sandbox, tmp_path: Path) -> None:
+    cfg = config(sb, tmp_path, "auto")
+    await run(cfg)
+    reset = await syncd("ledger", "reset", "-c", str(cfg))
+    assert reset.code == 0, reset.stderr
+    so1, _ = mark(sb)
+    again = await run(cfg)  # a first sync again (perhaps of another tenant): trust, but verify
+    assert again["change_detection"] == "bulk" and (again.get("change_detection_note") or "").startswith(
+        "verified"
+    )
+    assert 0 < so_requests(sb, so1, ending="/ImageInfo") <= 25
