@@ -16,31 +16,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import yaml
 
 from syncd.sandbox.server import Sandbox
+from tests.support.config import FAST_LIMITS, WriteConfig, merge
 
-FAST_LIMITS: dict[str, Any] = {
-    "superoffice": {"limits": {"requests_per_second": 500, "concurrency": 8}},
-    "businesscentral": {"limits": {"requests_per_second": 500, "concurrency": 5}},
-}
-
-
-def merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``extra`` into ``into`` (dicts merge, everything else replaces); returns ``into``."""
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            merge(into[k], v)
-        else:
-            into[k] = v
-    return into
-
-
-class WriteConfig(Protocol):
-    def __call__(self, sb: Sandbox, name: str = "syncd.yaml", **overrides: Any) -> Path: ...
+# Fixtures defined next to their helpers, available to every test.
+pytest_plugins = ["tests.support.daemon", "tests.support.so_fixtures"]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from .bc_fixtures import (
+from tests.support.bc_fixtures import (
     CLIENT_ID,
     COMPANY,
     CUST1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 
-from .bc_fixtures import CUST1, OTHER_CLIENT_ID, OTHER_SECRET, RunningBC, running_bc
+from tests.support.bc_fixtures import CUST1, OTHER_CLIENT_ID, OTHER_SECRET, RunningBC, running_bc
 
 
 async def statuses(bc: RunningBC, url: str, n: int) -> list[int]:

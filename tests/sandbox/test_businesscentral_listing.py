@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .bc_fixtures import (
+from tests.support.bc_fixtures import (
     COMPANY,
     CUST1,
     CUST2,

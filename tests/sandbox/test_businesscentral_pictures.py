@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from .bc_fixtures import (
+from tests.support.bc_fixtures import (
     COMPANY,
     CUST1,
     CUST2,

@@ -17,7 +17,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from .bc_fixtures import CLIENT_ID, CLIENT_SECRET, COMPANY, SCOPE, TENANT, RunningBC, basic, running_bc
+from tests.support.bc_fixtures import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    COMPANY,
+    SCOPE,
+    TENANT,
+    RunningBC,
+    basic,
+    running_bc,
+)
 
 CERT_CLIENT_ID = "00000000-0000-0000-0000-0000000000ce"
 

@@ -20,8 +20,7 @@ from syncd.sandbox.superoffice import (
     SANDBOX_SO_SYSTEM_USER_TOKEN,
     sign_system_user_token,
 )
-
-from .conftest import basic
+from tests.support.so_fixtures import basic
 
 
 async def bc_token(http: aiohttp.ClientSession, cfg: dict[str, Any]) -> str:

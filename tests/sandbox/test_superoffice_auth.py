@@ -21,8 +21,7 @@ from syncd.sandbox.superoffice import (
     SANDBOX_SO_SYSTEM_USER_TOKEN,
     sign_system_user_token,
 )
-
-from .conftest import RunningSO, SOFactory, basic, dt
+from tests.support.so_fixtures import RunningSO, SOFactory, basic, dt
 
 NOW = dt("2024-05-01T00:00:00")
 LOGIN = "/Login/api/PartnerSystemUser/Authenticate"

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from syncd.sandbox.server import _options, _parser
-
-from .conftest import RunningSO, SOFactory, gif_bytes, jpeg_bytes
+from tests.support.so_fixtures import RunningSO, SOFactory, gif_bytes, jpeg_bytes
 
 PICTURES = (
     "BinaryObjectLink.BinaryObjectLink_id,BinaryObjectLink.ownerRecord,BinaryObjectLink.rank,"

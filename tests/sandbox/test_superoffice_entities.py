@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import RunningSO
+from tests.support.so_fixtures import RunningSO
 
 
 async def test_contact_entity_carries_the_matching_fields(so: RunningSO) -> None:

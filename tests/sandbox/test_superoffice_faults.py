@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import RunningSO, gif_bytes, jpeg_bytes
+from tests.support.so_fixtures import RunningSO, gif_bytes, jpeg_bytes
 
 NOW = 1_714_521_600.0  # the fixture clock: 2024-05-01T00:00:00Z
 

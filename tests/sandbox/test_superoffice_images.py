@@ -10,7 +10,14 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from .conftest import BROKEN_HTML, RunningSO, SOFactory, gif_bytes, jpeg_bytes, png_alpha_bytes
+from tests.support.so_fixtures import (
+    BROKEN_HTML,
+    RunningSO,
+    SOFactory,
+    gif_bytes,
+    jpeg_bytes,
+    png_alpha_bytes,
+)
 
 
 def open_image(data: bytes) -> Image.Image:

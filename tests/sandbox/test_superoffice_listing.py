@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import RunningSO
+from tests.support.so_fixtures import RunningSO
 
 
 async def list_rows(so: RunningSO, entity: str, **params: str) -> list[dict[str, Any]]:
