@@ -34,7 +34,7 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-# The alert rules' unit tests alone (make test runs them too, in tests/unit/test_alerting.py); needs promtool.
+# The alert rules' unit tests alone (make test runs them too, in tests/e2e/test_alerting.py); needs promtool.
 alerts:
 	promtool check rules contrib/prometheus/syncd-rules.yml
 	cd contrib/prometheus && promtool test rules syncd-rules_test.yml
