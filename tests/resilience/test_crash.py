@@ -6,10 +6,13 @@ The moments are drawn from a seeded RNG, three kinds in turn:
                   connection dies with the process, as a real crash mid-request does);
 ``patch-after``   right after BC applied the N-th PATCH, before its answer leaves (BC has our picture,
                   syncd never learnt it);
-``delay``         a random delay after syncd's first request reached the sandbox: anywhere in
-                  listing, ImageInfo checks, downloads, normalizing, ledger commits.
+``request``       when the N-th request of the run reaches either emulator: anywhere in listing,
+                  fingerprints, downloads, with the other workers normalizing or committing.
 
-The kill comes from a middleware in the BC emulator (the test's own process), so it hits exactly there.
+The kill comes from a middleware in the emulators (the test's own process), so it hits exactly there,
+counted in requests rather than seconds: every kill lands in a running process however loaded the
+machine is. A PATCH kill first waits until the ledger has committed at least one earlier write, so
+each of those kills lands between a committed and an uncommitted write.
 After each kill: ``PRAGMA integrity_check`` is ok and the journal is still WAL; then a rerun finishes
 everything with no PATCH and no download for the items whose write the ledger had committed before the
 kill (no duplicate writes, no fall-back to a full resync), and the killed run is marked interrupted.
@@ -27,6 +30,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn, cast
 
 import pytest
 from aiohttp import web
@@ -58,62 +62,83 @@ PARALLEL = 2  # two independent sandboxes at a time: both cores busy
 
 @dataclass(frozen=True)
 class KillPoint:
-    kind: str  # patch-before | patch-after | delay
-    patch: int = 0  # the N-th PATCH (1-based)
-    delay: float = 0.0
+    kind: str  # patch-before | patch-after | request
+    nth: int  # the N-th PATCH, or the N-th request to either emulator (1-based)
 
 
 def kill_points() -> list[KillPoint]:
     rng = random.Random(20261127)
     points = []
     for i in range(KILLS):
-        kind = ("patch-before", "patch-after", "delay")[i % 3]
-        points.append(KillPoint(kind, patch=rng.randint(2, 8), delay=round(rng.uniform(0.05, 0.5), 2)))
+        kind = ("patch-before", "patch-after", "request")[i % 3]
+        # A full run of these datasets makes 9+ PATCHes and 35+ requests (SO and BC); every point lies inside.
+        points.append(KillPoint(kind, rng.randint(2, 8) if kind != "request" else rng.randint(1, 34)))
     return points
 
 
-class Killer:
-    """Kills the syncd process when the chosen PATCH arrives at the BC emulator, or a while after its
-    first request did."""
+COMMIT_WAIT = 60.0  # seconds a PATCH kill waits for an earlier write to be committed (a bound, not a pace)
 
-    def __init__(self, sb: Sandbox, point: KillPoint) -> None:
+
+class Killer:
+    """Kills the syncd process when the chosen request arrives at an emulator: the N-th picture PATCH
+    (once an earlier write is committed in the ledger), or the N-th request of any kind."""
+
+    def __init__(self, sb: Sandbox, point: KillPoint, ledger: Path) -> None:
         self.point = point
+        self.ledger = ledger
         self.pid: int | None = None
         self.patches = 0
+        self.requests = 0
         self.fired = False
-        self.timer: asyncio.TimerHandle | None = None
-        make_app = sb.bc.make_app
+        for emulator in (sb.so, sb.bc):
+            self._install(emulator)
+
+    def _install(self, emulator: Any) -> None:
+        make_app = emulator.make_app
 
         def patched() -> web.Application:
             app = make_app()
             app.middlewares.append(self.middleware)
             return app
 
-        sb.bc.make_app = patched  # type: ignore[method-assign]
+        emulator.make_app = patched
 
     def kill(self) -> None:
         if self.pid is not None and not self.fired:
             self.fired = True
             os.kill(self.pid, signal.SIGKILL)
 
+    def _die_mid_request(self, request: web.Request) -> NoReturn:
+        self.kill()
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the client died mid-request")
+
+    async def _an_earlier_write_committed(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMIT_WAIT
+        while loop.time() < deadline:
+            if self.ledger.exists() and await asyncio.to_thread(committed_writes, self.ledger, "customers"):
+                return
+            await asyncio.sleep(0.01)  # polling a condition; the bound is the deadline above
+
     @web.middleware
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.point.kind == "delay":
-            if self.timer is None:
-                self.timer = asyncio.get_running_loop().call_later(self.point.delay, self.kill)
+        self.requests += 1
+        if self.point.kind == "request":
+            if self.requests == self.point.nth:
+                self._die_mid_request(request)
             return await handler(request)
         if request.method != "PATCH" or target_in_path(request.path) is None:
             return await handler(request)
         self.patches += 1
-        if self.patches != self.point.patch:
+        if self.patches != self.point.nth:
             return await handler(request)
+        await self._an_earlier_write_committed()
         if self.point.kind == "patch-before":
-            self.kill()
-            if request.transport is not None:
-                request.transport.abort()
-            raise ConnectionResetError("the client died mid-request")
+            self._die_mid_request(request)
         response = await handler(request)
         self.kill()
         return response
@@ -131,18 +156,16 @@ async def rerun(cfg: Path) -> MappingOutcome:
 
 async def crash_and_recover(point: KillPoint, seed: int, tmp_path: Path) -> dict[str, object]:
     sb = Sandbox(seed=seed, contacts=14, persons=0)
-    killer = Killer(sb, point)
+    ledger = tmp_path / "ledger.sqlite"
+    killer = Killer(sb, point, ledger)
     await sb.start()
     try:
         exp = sb.dataset.expected["mappings"]["customers"]
         cfg = write_config(sb, tmp_path, mappings=customers_only(sb))
-        ledger = tmp_path / "ledger.sqlite"
 
         proc = await start_syncd("run", "--once", "-c", str(cfg))
         killer.pid = proc.pid
         first = await finish(proc)
-        if killer.timer is not None:
-            killer.timer.cancel()
         killed = first.code == -signal.SIGKILL
         assert killed or first.code == 0, (point, first.stderr[-2000:])
 
@@ -213,7 +236,6 @@ async def test_kill_9_at_twenty_moments_leaves_an_intact_ledger_and_a_rerun_fini
     print(f"\nkill -9: {len(killed)} of {len(reports)} runs killed, {len(mid_run)} between two commits")
     for r in sorted(reports, key=lambda r: str(r["point"])):
         print("  ", r)
-    assert len(killed) >= KILLS - 2, "almost every kill point must hit a running process"
-    # Typically 12-14 of 20 land between two commits; where exactly a timed kill lands depends on the
-    # machine's load, so this only guards that the test keeps exercising that case at all.
-    assert len(mid_run) >= KILLS // 3, "many kills must land between committed and uncommitted writes"
+    assert len(killed) == KILLS, "every kill point lies inside a run, so every run must be killed"
+    patch_kills = [r for r in reports if cast(KillPoint, r["point"]).kind.startswith("patch")]
+    assert len(mid_run) >= len(patch_kills), "each PATCH kill lands between committed and uncommitted writes"

@@ -80,8 +80,10 @@ def image_downloads(sb: Sandbox, since_seq: int = 0) -> Counter[int]:
 
 
 def last_seq(sb: Sandbox, api: str = "bc") -> int:
+    """The highest sequence number logged so far. Entries are logged when they finish, so a request
+    held open (a slow handler, a test's middleware) is logged after later ones: not ``entries[-1]``."""
     entries = (sb.bc if api == "bc" else sb.so).log.entries
-    return entries[-1].seq if entries else 0
+    return max((e.seq for e in entries), default=0)
 
 
 @dataclass(frozen=True)
