@@ -75,8 +75,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from PIL import Image, ImageDraw
 
-from syncd.sandbox import so_dynamic
 from syncd.sandbox.common import ADMIN_PREFIX, PRINCIPAL, Emulator, Faults, Handler, retry_after_value
+from syncd.sandbox.superoffice import archive_query as so_dynamic
 
 SOKind = Literal["contact", "person"]
 SO_KINDS: tuple[SOKind, ...] = ("contact", "person")
