@@ -91,7 +91,10 @@ def build_app(bc: BusinessCentralEmulator) -> web.Application:
     app = web.Application(middlewares=[bc.middleware], client_max_size=bc.max_body_bytes)
     bc.add_admin_routes(app)
     for method, path, handler in ADMIN_ROUTES:
-        app.router.add_route(method, path, functools.partial(handler, bc))
+        if method == "GET":
+            app.router.add_get(path, functools.partial(handler, bc))  # and HEAD
+        else:
+            app.router.add_route(method, path, functools.partial(handler, bc))
     bc.entra.add_routes(app)
     for kind, prefix in PREFIXES:
         for path, route in _expand_scopes():
