@@ -9,7 +9,8 @@ this package refer to it), not from what is convenient for syncd. The package, b
     records.py    handlers: companies, customers/vendors/employees/items
     pictures.py   handlers: a record's picture and its media stream (upload: ``patch_picture_content``)
     admin.py      handlers: ``/_sandbox/bc/...``
-    odata.py      BC's error replies; ``$filter`` compiler, ``$select``/``$expand``/``$orderby``/paging
+    odata.py      ``$filter`` compiler, ``$select``/``$expand``/``$orderby``/paging
+    errors.py     BC's error replies (:class:`ODataError`)
     limits.py     operational limits: rate window, concurrency gate, 408s
     state.py      the data model: schemas, records, pictures, etags, :class:`BCState`
 
@@ -63,8 +64,13 @@ from typing import Any, Literal
 from aiohttp import web
 
 from syncd.sandbox.businesscentral.app import build_app
+from syncd.sandbox.businesscentral.errors import (
+    ODataError,
+    _segment_not_found,
+    error_response,
+)
 from syncd.sandbox.businesscentral.limits import BCLimits, ConcurrencyGate, SlidingWindow
-from syncd.sandbox.businesscentral.odata import ODataError, _key, _segment_not_found, error_response
+from syncd.sandbox.businesscentral.odata import _key
 from syncd.sandbox.businesscentral.state import (
     AUTHORIZATION_URI,
     BC_MAX_PAGE_SIZE,
@@ -406,4 +412,3 @@ class BusinessCentralEmulator(Emulator):
             headers={"Content-Type": JSON_CONTENT_TYPE, "OData-Version": "4.0", **(headers or {})},
         )
 
-    # -- handlers: companies -------------------------------------------------------------------------

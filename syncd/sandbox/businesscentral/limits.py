@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.sandbox.businesscentral.odata import ODataError
+from syncd.sandbox.businesscentral.errors import (
+    ODataError,
+)
 from syncd.sandbox.businesscentral.state import BC_MAX_PAGE_SIZE
 
 

@@ -1,11 +1,10 @@
-"""Business Central emulator, OData: BC's error replies and the query options of a request.
+"""Business Central emulator, OData: the query options of a request.
 
 ``$filter`` (eq ne gt ge lt le, in, and/or/not, startswith/endswith/contains, tolower/toupper; ``or`` across
 two different fields is refused like BC does) compiles to a predicate over records or companies;
 ``$select``, ``$expand=picture`` (with nested ``$select``), ``$orderby``, ``$top``/``$skip``, the
-``Prefer: odata.maxpagesize`` header and the opaque ``$skiptoken`` are parsed here. Errors are
-``{"error": {"code", "message": "…  CorrelationId:  <guid>."}}`` (:class:`ODataError`,
-:func:`error_response`).
+``Prefer: odata.maxpagesize`` header and the opaque ``$skiptoken`` are parsed here. Refusals raise
+:class:`~syncd.sandbox.businesscentral.errors.ODataError`.
 """
 
 from __future__ import annotations
@@ -14,72 +13,22 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
-
+from syncd.sandbox.businesscentral.errors import (
+    ODataError,
+    _no_property,
+    _syntax_error,
+)
 from syncd.sandbox.businesscentral.state import (
     _GUID_RE,
-    ERROR_CONTENT_TYPE,
     BCRecord,
     EntitySchema,
     FieldKind,
 )
-
-
-# ================================================================================================
-# Errors
-# ================================================================================================
-class ODataError(Exception):
-    """An error reply in BC's shape; raised anywhere below a request handler."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    body = {"error": {"code": code, "message": f"{message}  CorrelationId:  {uuid.uuid4()}."}}
-    return web.Response(
-        status=status,
-        body=json.dumps(body, separators=(",", ":")).encode(),
-        headers={"Content-Type": ERROR_CONTENT_TYPE, **(headers or {})},
-    )
-
-
-def _syntax_error() -> ODataError:
-    return ODataError(400, "BadRequest_NotFound", "Bad Request - Error in query syntax.")
-
-
-def _no_property(name: str, type_name: str) -> ODataError:
-    return ODataError(
-        400, "BadRequest", f"Could not find a property named '{name}' on type 'Microsoft.NAV.{type_name}'."
-    )
-
-
-def _segment_not_found(segment: str) -> ODataError:
-    return ODataError(404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{segment}'.")
-
-
-def _method_not_allowed(method: str, segment: str, edm_type: str) -> ODataError:
-    return ODataError(
-        405,
-        "BadRequest_MethodNotAllowed",
-        f"'{method}' requests for '{segment}' of EdmType '{edm_type}' are not allowed within Dynamics 365 "
-        "Business Central OData web services.",
-    )
-
 
 # ================================================================================================
 # $filter

@@ -23,15 +23,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from syncd.sandbox.businesscentral import state as bc_state
-from syncd.sandbox.businesscentral.odata import (
+from syncd.sandbox.businesscentral.errors import (
     ODataError,
     _method_not_allowed,
-    _picture_properties,
     _segment_not_found,
-    _split_etags,
     _syntax_error,
-    parse_select,
 )
+from syncd.sandbox.businesscentral.odata import _picture_properties, _split_etags, parse_select
 from syncd.sandbox.businesscentral.state import BCCompany, BCRecord, EntitySchema, _parse_etag
 
 if TYPE_CHECKING:

@@ -15,21 +15,23 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from syncd.sandbox.businesscentral.errors import (
+    ODataError,
+    _method_not_allowed,
+    _segment_not_found,
+    _syntax_error,
+)
 from syncd.sandbox.businesscentral.odata import (
     QUERY_OPTIONS,
     FilterCompiler,
-    ODataError,
     _company_getter,
     _decode_skiptoken,
     _encode_skiptoken,
     _Expand,
-    _method_not_allowed,
     _nonneg_int,
     _pick,
     _resume_position,
-    _segment_not_found,
     _sort_key_of,
-    _syntax_error,
     parse_expand,
     parse_maxpagesize,
     parse_orderby,
