@@ -411,4 +411,3 @@ class BusinessCentralEmulator(Emulator):
             body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
             headers={"Content-Type": JSON_CONTENT_TYPE, "OData-Version": "4.0", **(headers or {})},
         )
-
