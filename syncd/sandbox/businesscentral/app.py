@@ -28,7 +28,7 @@ class Route:
     method: str  # "*": every verb without a route of its own on this path
     path: str  # after the API root; "{scope}" is "/companies({company_id})" or "" (?company=)
     handler: ApiHandler
-    public: bool = False  # True: also served to clients without permission sets (companies)
+    permission: bool = True  # False: also served to clients without permission sets (companies)
 
 
 _CID = "{company_id:[^/()]*}"
@@ -49,10 +49,10 @@ PREFIXES: tuple[tuple[str, str], ...] = (
 )
 RECORD = f"{{scope}}/{_SET}({_RID})"
 ROUTES: tuple[Route, ...] = (
-    Route("GET",    "/companies",                          records.list_companies, public=True),
-    Route("*",      "/companies",                          records.companies_not_allowed, public=True),
-    Route("GET",    f"/companies({_CID})",                 records.get_company, public=True),
-    Route("*",      f"/companies({_CID})",                 records.company_not_allowed, public=True),
+    Route("GET",    "/companies",                          records.list_companies, permission=False),
+    Route("*",      "/companies",                          records.companies_not_allowed, permission=False),
+    Route("GET",    f"/companies({_CID})",                 records.get_company, permission=False),
+    Route("*",      f"/companies({_CID})",                 records.company_not_allowed, permission=False),
     Route("GET",    f"{{scope}}/{_SET}",                   records.list_records),  # list_customers, ...
     Route("*",      f"{{scope}}/{_SET}",                   records.records_not_allowed),
     Route("GET",    RECORD,                                records.get_record),  # get_customer, ...
@@ -98,7 +98,7 @@ def build_app(bc: BusinessCentralEmulator) -> web.Application:
     bc.entra.add_routes(app)
     for kind, prefix in PREFIXES:
         for path, route in _expand_scopes():
-            endpoint = bc.endpoint(kind, route.handler, needs_permission=not route.public)
+            endpoint = bc.endpoint(kind, route.handler, needs_permission=route.permission)
             app.router.add_route(route.method, prefix + path, endpoint)
     return app
 
