@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from bench.inputs import cpu_mix_pool, small_pool, tiny_pool
-from syncd.sandbox import businesscentral as bc_module
+from syncd.sandbox.businesscentral import state as bc_module
 from syncd.sandbox.data import COMPANY_NAME, DATA_EPOCH
 from syncd.sandbox.server import Sandbox
 

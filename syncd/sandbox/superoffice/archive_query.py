@@ -1,4 +1,5 @@
-"""SuperOffice's ``Dynamic`` archive provider (``GET /api/v1/archive/dynamic``): dot syntax over tables.
+"""SuperOffice emulator, the ``Dynamic`` archive provider (``GET /api/v1/archive/dynamic``): dot syntax
+over tables.
 
 The grammar, as documented (docs/en/api/search/odata/dynamic-provider.md) and as emulated here:
 
@@ -19,8 +20,9 @@ Unknown tables, fields, foreign keys or operators are refused with :class:`Dynam
 emulator answers 400 with SuperOffice's error JSON). Table and field names match case-insensitively, as
 the docs mix ``MergeMoveLog.`` and ``mergemovelog.`` in one query.
 
-This module knows nothing about the emulator's state: the emulator hands it :class:`Table` definitions
-whose rows are ``{primary key: row object}`` mappings and whose fields read a row object.
+The query engine knows nothing about the emulator's state: it runs over :class:`Table` definitions whose
+rows are ``{primary key: row object}`` mappings and whose fields read a row object;
+:func:`dynamic_tables` defines BinaryObject and BinaryObjectLink that way over an ``SOState``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from syncd.sandbox.superoffice.state import SOImage, SOState
 
 FieldType = Literal["int", "string", "datetime"]
 
@@ -366,3 +371,51 @@ def render(
             item[path.text] = date(v) if isinstance(v, datetime) else v
         out.append(item)
     return out
+
+
+def _blob_size(blob: SOImage) -> int:
+    return len(blob.content())
+
+
+def dynamic_tables(state: SOState) -> dict[str, Table]:
+    """BinaryObject and BinaryObjectLink as the Dynamic provider sees them (docs/en/database/tables/
+    binaryobject.md, binaryobjectlink.md): the emulator's picture tables, read live."""
+    F = Field
+
+    def fields(*items: Field) -> dict[str, Field]:
+        return {f.name.casefold(): f for f in items}
+
+    blob = Table(
+        "BinaryObject",
+        "BinaryObject_id",
+        fields(
+            F("BinaryObject_id", "int", lambda b: b.blob_id),
+            F("mimeType", "string", lambda b: b.mime),
+            F("originalSize", "int", _blob_size),
+            F("blobSize", "int", _blob_size),
+            F("conceptualType", "string", lambda b: b.conceptual_type),
+            F("description", "string", lambda b: b.description),
+            F("extraInfo", "string", lambda b: b.extra_info),
+            F("registered", "datetime", lambda b: b.created),
+            F("updated", "datetime", lambda b: b.modified),
+            F("updatedCount", "int", lambda b: b.updated_count),
+        ),
+        lambda: state.blobs,
+    )
+    link = Table(
+        "BinaryObjectLink",
+        "BinaryObjectLink_id",
+        fields(
+            F("BinaryObjectLink_id", "int", lambda lk: lk.link_id),
+            F("binaryObjectId", "int", lambda lk: lk.blob_id, fk="BinaryObject"),
+            F("ownerTable", "int", lambda lk: lk.owner_table),
+            F("ownerRecord", "int", lambda lk: lk.owner_record),
+            F("linkType", "int", lambda lk: lk.link_type),
+            F("rank", "int", lambda lk: lk.rank),
+            F("registered", "datetime", lambda lk: lk.registered),
+            F("updated", "datetime", lambda lk: lk.updated),
+            F("updatedCount", "int", lambda lk: lk.updated_count),
+        ),
+        lambda: state.links,
+    )
+    return {"binaryobject": blob, "binaryobjectlink": link}
