@@ -10,9 +10,9 @@ two pairs would write to (an explicit pair and the rule, or two explicit pairs) 
 
 The join runs in SQLite over two listing tables (``source``, ``target``) and fills a third (``pair``):
 a run stages its listings in a scratch database (:mod:`syncd.staging`), so matching 200,000 records
-keeps nothing per record in memory. :func:`join` runs the same SQL on an in-memory database for callers
-that hold the rows anyway (tests, the sandbox's expected outcomes). A record listed twice (a page
-boundary that moved during paging) counts once.
+keeps nothing per record in memory. (The tests run the same SQL on an in-memory database:
+``tests.support.matching.join``.) A record listed twice (a page boundary that moved during paging)
+counts once.
 """
 
 from __future__ import annotations
@@ -212,30 +212,3 @@ def _problem(
         parts.append(f"{len(source_ids)} SuperOffice records ({', '.join(str(s) for s in source_ids)})")
     detail = f"{' and '.join(parts)} share key {key!r} ({rule})"
     return Problem("ambiguous", key, source_ids, target_ids, detail, tuple(t[1] for t in targets))
-
-
-def join(
-    sources: Iterable[SourceRow],
-    targets: Iterable[TargetRow],
-    *,
-    source_column: str | None,
-    target_field: str | None,
-    pairs: Mapping[str, str] | None = None,
-) -> MatchResult:
-    """Pair rows held in memory (the same SQL as a run's staged join); see the module docstring."""
-    rule = MatchRule.of(source_column, target_field, pairs)
-    by_id: dict[int, SourceRow] = {}
-    for s in sources:
-        by_id.setdefault(s.id, s)
-    listed = list(targets)
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.executescript(LISTING_TABLES)
-        insert_sources(conn, rule, by_id.values())
-        insert_targets(conn, rule, enumerate(listed))
-        result = MatchResult(problems=match(conn, rule))
-        for sid, n, key in conn.execute("SELECT source_id, target_n, key FROM pair ORDER BY source_id"):
-            result.pairs.append(Pair(by_id[sid], listed[n], key))
-    finally:
-        conn.close()
-    return result

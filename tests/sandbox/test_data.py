@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from syncd.matcher import join, normalize_key
+from syncd.matcher import normalize_key
 from syncd.sandbox.data import SPECIAL_KINDS, Dataset, build_dataset
 from syncd.sandbox.pictures import BROKEN_KINDS, make_picture
 from syncd.sandbox.superoffice import SOContact, display
 from syncd.types import SourceRow, TargetPicture, TargetRow
+from tests.support.matching import join
 
 MAPPINGS = {"customers": ("contact", "customers", "code"), "staff": ("person", "employees", "personNumber")}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from syncd.matcher import join
 from syncd.types import SourceRow, TargetRow
+from tests.support.matching import join
 
 
 def src(i: int, code: str) -> SourceRow:

@@ -15,12 +15,13 @@ from syncd.engine import RunOptions
 from syncd.errors import SyncdError
 from syncd.jobs import run_job
 from syncd.ledger import LedgerItem, item_from_row, item_row
-from syncd.matcher import MatchRule, join, normalize_key
+from syncd.matcher import MatchRule, normalize_key
 from syncd.runtime import open_runtime
 from syncd.sandbox.server import Sandbox
 from syncd.staging import RunStore, pack, unpack
 from syncd.types import Outcome, SourceRow, TargetPicture, TargetRow
 from tests.support.e2e import write_config
+from tests.support.matching import join
 
 
 def src(i: int, code: str, updated: str | None = None) -> SourceRow:
