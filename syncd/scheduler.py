@@ -199,8 +199,16 @@ _COALESCED_FILTER = _CoalescedAtInfo()
 class MappingScheduler:
     """Runs ``runner(mapping, full)`` on each mapping's schedule; see the module docstring."""
 
-    def __init__(self, runner: Runner, *, timezone: tzinfo | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        timezone: tzinfo | None = None,
+        clock: Callable[[tzinfo], datetime] = datetime.now,
+    ) -> None:
+        """``clock(tz)`` is what "now" is when a new job's first run is set (tests pass a fake one)."""
         self._runner = runner
+        self._clock = clock
         options: dict[str, Any] = {
             "job_defaults": {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         }
@@ -233,7 +241,7 @@ class MappingScheduler:
                 self._scheduler.remove_job(job_id)
                 del self._signatures[job_id]
                 log.info("job removed", job=job_id)
-        now = datetime.now(self.timezone)
+        now = self._clock(self.timezone)
         for spec in specs:
             if self._signatures.get(spec.id) == spec.signature:
                 continue

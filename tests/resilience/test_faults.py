@@ -15,6 +15,7 @@ retried and what is not, the 401 refresh, the token bucket, the shared concurren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import io
@@ -373,7 +374,11 @@ async def test_the_concurrency_cap_is_shared_by_all_workers(
     server: Any, session: aiohttp.ClientSession
 ) -> None:
     async def reply(request: web.Request, n: int) -> web.StreamResponse:
-        await asyncio.sleep(0.05)
+        # Each reply is held until three requests have been in flight at once (or 5 s have passed):
+        # a cap that works shows a peak of exactly 3 whatever the load, a broken one more than 3.
+        deadline = time.monotonic() + 5
+        while rec.peak < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         return web.json_response({})
 
     url, rec = await server(reply)
@@ -383,9 +388,14 @@ async def test_the_concurrency_cap_is_shared_by_all_workers(
 
 
 async def test_a_slow_reply_times_out_and_is_retried(server: Any, session: aiohttp.ClientSession) -> None:
+    retried = asyncio.Event()
+
     async def reply(request: web.Request, n: int) -> web.StreamResponse:
-        if n == 1:
-            await asyncio.sleep(1)
+        if n == 1:  # held until the retry has arrived: it can only have timed out (or 10 s passed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(retried.wait(), 10)
+        else:
+            retried.set()
         return web.json_response({"n": n})
 
     url, _ = await server(reply)

@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 
 from tests.support.bc_fixtures import CUST1, OTHER_CLIENT_ID, OTHER_SECRET, RunningBC, running_bc
+from tests.support.daemon import eventually
 
 
 async def statuses(bc: RunningBC, url: str, n: int) -> list[int]:
@@ -71,10 +72,13 @@ async def test_full_queue_answers_429() -> None:
 
 
 async def test_long_queue_wait_answers_503_with_retry_after() -> None:
-    async with running_bc(max_concurrent=1, processing_ms=300, queue_timeout=0.05) as bc:
+    # The first request holds the only slot for 2 s: however long the wait below takes under load,
+    # the second one still finds it taken (and gives up after its 0.05 s in the queue).
+    async with running_bc(max_concurrent=1, processing_ms=2000, queue_timeout=0.05) as bc:
         url = f"{bc.company()}/customers"
         first = asyncio.ensure_future(bc.http.get(url))
-        await asyncio.sleep(0.05)
+        gates = bc.emulator.gate
+        await eventually(lambda: [g["active"] for g in gates.stats().values()] == [1], 10, "the first one in")
         second = await bc.http.get(url)
         body = await second.json()
         assert second.status == 503

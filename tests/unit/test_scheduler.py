@@ -1,7 +1,7 @@
 """The daemon's schedule: crontab meaning, one run per mapping at a time, missed ticks collapsed.
 
-The first tests use a fake runner (no APIs), the last one the real daemon against the sandbox, measured
-with the ledger's run records.
+The first tests use a fake runner (no APIs) on fake time (tests.support.fake_time), the last one the real
+daemon against the sandbox, measured with the ledger's run records.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from syncd.notify import Notifier
 from syncd.sandbox.common import Faults
 from syncd.scheduler import MappingScheduler, crontab_day_of_week, crontab_trigger, plan_jobs
 from tests.support.config import FAST_LIMITS, WriteConfig, merge
+from tests.support.fake_time import fake_now, run_on_fake_time
 
 UTC = ZoneInfo("UTC")
 
@@ -126,11 +127,15 @@ def test_interval_below_one_second_is_rejected() -> None:
         plan_jobs(make_config(interval="500ms"), UTC)
 
 
-# -- running with a fake runner -------------------------------------------------------------------
+# -- running with a fake runner, on fake time ----------------------------------------------------
+#
+# These tests run on tests.support.fake_time: the event loop's clock (and APScheduler's "now") jumps
+# to the next timer whenever everything waits, so a 1.3 s run and a 1 s interval take those exact
+# times whatever the machine's load, and a test takes milliseconds.
 
 
 class FakeRunner:
-    """Records (mapping, full, start, end) per run; each run takes ``duration`` seconds."""
+    """Records (mapping, full, start, end) per run, in loop time; each run takes ``duration`` seconds."""
 
     def __init__(self, duration: float = 0.0, locked_full: bool = False) -> None:
         self.duration = duration
@@ -139,126 +144,168 @@ class FakeRunner:
         self.cancelled = 0
 
     async def __call__(self, mapping: str, full: bool) -> bool:
-        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         try:
             await asyncio.sleep(self.duration)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        self.runs.append((mapping, full, start, time.monotonic()))
+        self.runs.append((mapping, full, start, loop.time()))
         if full and self.locked_full:
             self.locked_full = False
             return False
         return True
 
 
+def fake_scheduler(runner: FakeRunner) -> MappingScheduler:
+    return MappingScheduler(runner, timezone=UTC, clock=fake_now)
+
+
 async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+    """Wait (in loop time) until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while not predicate():
-        if time.monotonic() > deadline:
+        if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.slow
-async def test_slow_run_never_overlaps_itself_and_missed_ticks_collapse() -> None:
+def test_slow_run_never_overlaps_itself_and_missed_ticks_collapse() -> None:
     runner = FakeRunner(duration=1.3)  # longer than the 1 s interval
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1s"))
-    sched.start()
-    try:
-        await wait_for(lambda: len(runner.runs) >= 1, timeout=12)
-        runner.duration = 0.0  # now fast: a backlog of missed ticks would show as a burst of runs
-        await wait_for(lambda: len(runner.runs) >= 3, timeout=12)
-    finally:
-        await sched.stop(5)
+
+    async def scenario() -> None:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1s"))
+        sched.start()
+        try:
+            await wait_for(lambda: len(runner.runs) >= 1, timeout=12)
+            runner.duration = 0.0  # now fast: a backlog of missed ticks would show as a burst of runs
+            await wait_for(lambda: len(runner.runs) >= 4, timeout=12)
+        finally:
+            await sched.stop(5)
+
+    run_on_fake_time(scenario())
     runs = runner.runs
     for before, after in itertools.pairwise(runs):
         assert after[2] >= before[3], "a run started before the previous one ended"
+    assert runs[0][3] - runs[0][2] == pytest.approx(1.3)
+    # The tick due while the slow run went on (at 1 s) was swallowed: the next run is the 2 s tick.
+    assert runs[1][2] - runs[0][2] == pytest.approx(2.0)
     starts = [r[2] for r in runs[1:]]  # the fast runs after the slow one
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps and all(g > 0.5 for g in gaps), f"catch-up burst instead of one run per tick: {gaps}"
+    assert gaps and all(g == pytest.approx(1.0) for g in gaps), (
+        f"catch-up burst instead of one run per tick: {gaps}"
+    )
 
 
-async def test_full_reconcile_waits_for_the_run_in_progress() -> None:
+def test_full_reconcile_waits_for_the_run_in_progress() -> None:
     runner = FakeRunner(duration=0.3)
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1h"))
-    sched.start()
-    try:
-        await wait_for(lambda: sched.busy("customers"))
-        await sched.run_now("customers", full=True)
-    finally:
-        await sched.stop(5)
+
+    async def scenario() -> None:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1h"))
+        sched.start()
+        try:
+            await wait_for(lambda: sched.busy("customers"))
+            await sched.run_now("customers", full=True)
+        finally:
+            await sched.stop(5)
+
+    run_on_fake_time(scenario())
     assert [(m, full) for m, full, *_ in runner.runs] == [("customers", False), ("customers", True)]
     assert runner.runs[1][2] >= runner.runs[0][3]
 
 
-async def test_incremental_tick_is_skipped_while_the_mapping_is_busy() -> None:
+def test_incremental_tick_is_skipped_while_the_mapping_is_busy() -> None:
     runner = FakeRunner(duration=0.5)
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1h"))
-    sched.start()
-    try:
-        await wait_for(lambda: sched.busy("customers"))
-        await sched.run_now("customers")  # returns at once: the mapping is busy
-        assert sched.busy("customers")
-    finally:
-        await sched.stop(5)
+
+    async def scenario() -> None:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1h"))
+        sched.start()
+        try:
+            await wait_for(lambda: sched.busy("customers"))
+            await sched.run_now("customers")  # returns at once: the mapping is busy
+            assert sched.busy("customers")
+        finally:
+            await sched.stop(5)
+
+    run_on_fake_time(scenario())
     assert len(runner.runs) == 1
 
 
-async def test_full_reconcile_locked_elsewhere_is_done_at_the_next_tick() -> None:
+def test_full_reconcile_locked_elsewhere_is_done_at_the_next_tick() -> None:
     runner = FakeRunner(locked_full=True)
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1h"))
-    try:
-        await sched.run_now("customers", full=True)  # another process holds the lock: postponed
-        await sched.run_now("customers")  # the next tick, an incremental one, does the full run
-        await sched.run_now("customers")
-    finally:
-        await sched.stop(5)
+
+    async def scenario() -> None:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1h"))
+        try:
+            await sched.run_now("customers", full=True)  # another process holds the lock: postponed
+            await sched.run_now("customers")  # the next tick, an incremental one, does the full run
+            await sched.run_now("customers")
+        finally:
+            await sched.stop(5)
+
+    run_on_fake_time(scenario())
     assert [full for _, full, *_ in runner.runs] == [True, True, False]
 
 
-async def test_reapplying_keeps_unchanged_jobs_and_runs_new_mappings_at_once() -> None:
+def test_reapplying_keeps_unchanged_jobs_and_runs_new_mappings_at_once() -> None:
     runner = FakeRunner()
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1h", mappings=[mapping("a")]))
-    sched.start()
-    try:
-        await wait_for(lambda: len(runner.runs) == 1)
-        a_next = sched.next_runs("a")
-        sched.apply(make_config(interval="1h", mappings=[mapping("a"), mapping("b")]))
-        assert sched.next_runs("a") == a_next, "an unchanged mapping must keep its schedule"
-        await wait_for(lambda: [m for m, *_ in runner.runs] == ["a", "b"])
-        sched.apply(make_config(interval="1h", mappings=[mapping("b")]))
-        assert sched.next_runs("a") == {"incremental": None, "full": None}
-    finally:
-        await sched.stop(5)
+
+    async def scenario() -> None:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1h", mappings=[mapping("a")]))
+        sched.start()
+        try:
+            await wait_for(lambda: len(runner.runs) == 1)
+            a_next = sched.next_runs("a")
+            sched.apply(make_config(interval="1h", mappings=[mapping("a"), mapping("b")]))
+            assert sched.next_runs("a") == a_next, "an unchanged mapping must keep its schedule"
+            await wait_for(lambda: [m for m, *_ in runner.runs] == ["a", "b"])
+            sched.apply(make_config(interval="1h", mappings=[mapping("b")]))
+            assert sched.next_runs("a") == {"incremental": None, "full": None}
+        finally:
+            await sched.stop(5)
+
+    run_on_fake_time(scenario())
 
 
-async def test_stop_cancels_runs_that_outlast_the_grace_period() -> None:
+def test_stop_cancels_runs_that_outlast_the_grace_period() -> None:
     runner = FakeRunner(duration=60)
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1h"))
-    sched.start()
-    await wait_for(lambda: sched.busy("customers"))
-    started = time.monotonic()
-    finished = await sched.stop(0.2)
+
+    async def scenario() -> tuple[bool, float]:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1h"))
+        sched.start()
+        await wait_for(lambda: sched.busy("customers"))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        finished = await sched.stop(0.2)
+        assert not sched.busy("customers")
+        return finished, loop.time() - started
+
+    finished, took = run_on_fake_time(scenario())
     assert finished is False
     assert runner.cancelled == 1
-    assert time.monotonic() - started < 5
-    assert not sched.busy("customers")
+    assert took < 5  # fake time: stop waited the 0.2 s grace, not the 60 s run
+    assert took == pytest.approx(0.2)
 
 
-async def test_stop_waits_for_a_run_that_ends_within_the_grace_period() -> None:
+def test_stop_waits_for_a_run_that_ends_within_the_grace_period() -> None:
     runner = FakeRunner(duration=0.3)
-    sched = MappingScheduler(runner, timezone=UTC)
-    sched.apply(make_config(interval="1h"))
-    sched.start()
-    await wait_for(lambda: sched.busy("customers"))
-    assert await sched.stop(10) is True
+
+    async def scenario() -> bool:
+        sched = fake_scheduler(runner)
+        sched.apply(make_config(interval="1h"))
+        sched.start()
+        await wait_for(lambda: sched.busy("customers"))
+        return await sched.stop(10)
+
+    assert run_on_fake_time(scenario()) is True
     assert len(runner.runs) == 1 and runner.cancelled == 0
 
 
