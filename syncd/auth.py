@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -68,7 +68,6 @@ __all__ = [
     "BC_SCOPE",
     "SO_LOGIN_URL",
     "SO_TICKET_CLAIM",
-    "Auth",
     "BasicAuth",
     "BearerAuth",
     "ClientCredentialsAuth",
@@ -93,24 +92,6 @@ DEFAULT_REFRESH_MARGIN = 300.0
 MIN_LIFETIME = 1.0  # a credential reported as already expired is still tried once
 FORCED_RENEWAL_WINDOW = 60.0  # a credential fetched after a 401 and refused within this long: no renewal
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@runtime_checkable
-class Auth(Protocol):
-    """What an API client needs from authentication."""
-
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
-        """Headers to send with the next request; fetches or refreshes the credential when needed."""
-        ...
-
-    async def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
-        """After a 401: drop the cached credential if it is the one sent. True when one retry with fresh
-        headers makes sense."""
-        ...
-
-    def describe(self) -> str:
-        """A secret-free description for logs and ``syncd check``."""
-        ...
 
 
 def _short(value: str, keep: int = 8) -> str:

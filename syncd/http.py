@@ -36,13 +36,14 @@ import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiohttp
 
 from syncd import __version__
 from syncd.config import ApiLimits
+from syncd.credentials import Auth
 from syncd.errors import (
     ApiError,
     AuthError,
@@ -53,9 +54,6 @@ from syncd.errors import (
     PreconditionFailedError,
     UnreachableError,
 )
-
-if TYPE_CHECKING:
-    from syncd.auth import Auth
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = f"syncd/{__version__} (+picture mirror SuperOffice→Business Central)"
@@ -383,8 +381,13 @@ class ApiClient:
         observer: HttpObserver | None = None,
         rng: random.Random | None = None,
         base_url: str | None = None,
+        permission_hint: str | None = None,
+        retry_backoff: float = 0.5,
     ) -> None:
         self.api = api
+        # What a 403 tells the user to fix; the builder of the client knows its vendor's words for it.
+        self.permission_hint = permission_hint or f"the {api} credentials lack rights for this data"
+        self.retry_backoff = retry_backoff  # the backoff's base: attempt n waits up to base * 2^n s
         # The origin the credentials belong to; None (tests of the plumbing only): no check.
         self.origin = origin_of(base_url) if base_url else None
         self.session = session
@@ -416,8 +419,9 @@ class ApiClient:
             await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)].
-        return self._rng.uniform(0.1, min(30.0, 0.5 * 2**attempt))
+        # Full jitter (AWS architecture blog): uniform in [0.1, min(cap, base * 2^attempt)].
+        ceiling = min(30.0, self.retry_backoff * 2**attempt)
+        return self._rng.uniform(min(0.1, ceiling), ceiling)
 
     # -- requests -------------------------------------------------------------------------------
     def check_origin(self, url: str, what: str) -> None:
@@ -562,12 +566,7 @@ class ApiClient:
                 text,
                 status=403,
                 code=code,
-                hint=(
-                    "the Entra app needs a permission set in Business Central (Microsoft Entra "
-                    "applications page) that allows reading and modifying these records"
-                    if self.api == "businesscentral"
-                    else "the SuperOffice user lacks rights for this data"
-                ),
+                hint=self.permission_hint,
             )
         if resp.status == 404:
             return NotFoundError(text, status=404, code=code)

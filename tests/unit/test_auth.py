@@ -28,13 +28,13 @@ from cryptography.x509.oid import NameOID
 
 from syncd.auth import (
     BC_SCOPE,
-    Auth,
     BasicAuth,
     BearerAuth,
     ClientCredentialsAuth,
     SOTicketAuth,
     SuperOfficeSystemUserAuth,
 )
+from syncd.credentials import Auth
 from syncd.errors import AuthError, ConfigError, ExitCode, UnreachableError
 from syncd.sandbox.businesscentral import BCState, BusinessCentralEmulator
 from syncd.sandbox.common import Faults
