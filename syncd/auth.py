@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from cryptography import x509
@@ -53,15 +53,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from syncd.errors import AuthError, ConfigError, SyncdError, UnreachableError
-from syncd.http import (
-    DEFAULT_REPLY_BYTES,
-    ERROR_BODY_BYTES,
-    BadEncoding,
-    ReplyTooLarge,
-    parse_retry_after,
-    read_body,
-)
+from syncd.config import ApiLimits
+from syncd.errors import ApiError, AuthError, ConfigError, SyncdError, UnreachableError
+from syncd.http import RETRY_STATUSES, ApiClient, origin_of
 from syncd.secrets import Secret
 
 __all__ = [
@@ -91,7 +85,10 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_REFRESH_MARGIN = 300.0
 MIN_LIFETIME = 1.0  # a credential reported as already expired is still tried once
 FORCED_RENEWAL_WINDOW = 60.0  # a credential fetched after a 401 and refused within this long: no renewal
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Every answer that is not retried goes back to the auth, which reads the identity provider's error in it.
+FINAL_STATUSES = tuple(status for status in range(200, 600) if status not in RETRY_STATUSES)
+# Token requests are single-flight and rare: the token client's window only stops a runaway loop.
+TOKEN_REQUESTS_PER_SECOND = 1000.0
 
 
 def _short(value: str, keep: int = 8) -> str:
@@ -235,11 +232,18 @@ class _CachedCredentialAuth:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._clock = clock
-        self._timeout = timeout
         self._refresh_margin = refresh_margin
-        self._attempts = attempts
         self._retry_backoff = retry_backoff
         self._sleep = sleep
+        # What bounds each token request: the same rules as every API request (syncd.http).
+        self._limits = ApiLimits(
+            requests_per_second=TOKEN_REQUESTS_PER_SECOND,
+            concurrency=1,
+            timeout=timeout,
+            connect_timeout=timeout,  # as before: one bound for the whole request
+            max_retries=attempts - 1,
+        )
+        self._client: ApiClient | None = None
         self._credential: _Credential | None = None
         self._inflight: asyncio.Task[_Credential] | None = None
         self._force_next = False
@@ -337,70 +341,78 @@ class _CachedCredentialAuth:
         session: aiohttp.ClientSession,
         url: str,
         *,
+        api: str,
         what: str,
-        json_body: Mapping[str, Any] | None = None,
-        form: Mapping[str, str] | None = None,
-    ) -> tuple[int, Any, str]:
-        """POST to a token endpoint with retries on network errors, 429 and 5xx.
+        body: bytes,
+        content_type: str,
+    ) -> tuple[int, Any]:
+        """POST a token or ticket request through the shared client layer (:class:`syncd.http.ApiClient`):
+        its retries, backoff, Retry-After gate, timeouts, reply bounds and error wording. The auth decides
+        what to send; the client sends it, to ``url``'s origin only and without credentials of its own.
 
-        Returns (status, parsed JSON or None, content type). Raises UnreachableError when every attempt
-        failed on the network or with a retryable status.
+        Returns (status, parsed JSON or None) for every answer that is not retried; the auth reads the
+        identity provider's error from it. Raises UnreachableError when every attempt failed on the
+        network or with a retryable status, AuthError for a reply syncd refuses (too large, undecodable).
         """
+        client = self._client
+        if client is None or client.session is not session or client.origin != origin_of(url):
+            client = ApiClient(
+                api=api,
+                session=session,
+                auth=NO_AUTH,
+                limits=self._limits,
+                clock=self._clock,
+                wall_clock=self._clock,
+                sleep=self._sleep,
+                base_url=url,
+                retry_backoff=self._retry_backoff,
+            )
+            self._client = client
         host = urlsplit(url).netloc or url
-        last_problem = ""
-        for attempt in range(self._attempts):
-            retry_after: float | None = None
-            try:
-                async with session.post(
-                    url,
-                    json=json_body,
-                    data=form,
-                    headers={"Accept": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=self._timeout),
-                    raise_for_status=False,
-                    allow_redirects=False,
-                ) as resp:
-                    status = resp.status
-                    content_type = resp.headers.get("Content-Type", "")
-                    try:  # bounded after decompression, like every reply (a token is a few KB)
-                        if status == 200:
-                            raw = await read_body(resp, DEFAULT_REPLY_BYTES)
-                        else:  # an error page: its start is enough (and a 5xx is still retried)
-                            raw = await read_body(resp, ERROR_BODY_BYTES, truncate=True)
-                    except (ReplyTooLarge, BadEncoding) as exc:
-                        raise AuthError(
-                            f"{what}: {host} answered with a reply syncd refuses ({exc})",
-                            hint="check the token/login URL: it must be the identity provider's",
-                        ) from None
-                    retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
-            except TimeoutError:
-                last_problem = f"no answer within {self._timeout:g} s"
-            except aiohttp.ClientError as exc:
-                last_problem = _describe_client_error(exc)
-            else:
-                if status not in _RETRY_STATUSES:
-                    return status, _parse_json(raw), content_type
-                last_problem = f"HTTP {status}"
-            if attempt + 1 < self._attempts:
-                delay = self._retry_backoff * (2**attempt)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, 30.0))
-                await self._sleep(delay)
-        raise UnreachableError(
-            f"{what}: cannot get a credential from {host} ({last_problem}; {self._attempts} attempt"
-            + ("s)" if self._attempts > 1 else ")"),
-            hint=f"check network access to {host} (proxy, firewall, DNS) and the token/login URL",
-        )
+        try:
+            resp = await client.request(
+                "POST",
+                url,
+                headers={"Accept": "application/json", "Content-Type": content_type},
+                data=body,
+                allow=FINAL_STATUSES,
+                what=what,
+            )
+        except UnreachableError as exc:
+            raise UnreachableError(
+                exc.message,
+                hint=f"check network access to {host} (proxy, firewall, DNS) and the token/login URL",
+            ) from None
+        except ApiError as exc:
+            raise AuthError(
+                exc.message, hint="check the token/login URL: it must be the identity provider's"
+            ) from None
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = None
+        return resp.status, answer
+
+
+class _NoAuth:
+    """The credential of a token request itself: none (the request body carries the secret)."""
+
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        return {}
+
+    async def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return "no credential"
+
+
+NO_AUTH = _NoAuth()
 
 
 def _consume_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds or HTTP-date, as everywhere else."""
-    return parse_retry_after(value, now_wall=time.time())
 
 
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,16384}")
@@ -414,23 +426,6 @@ def _header_safe(value: str, what: str) -> None:
             f"{what} contains characters no credential has (control characters, spaces or non-ASCII)",
             hint="the token/login URL must be the identity provider's",
         )
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-
-
-def _describe_client_error(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "host name not found (DNS)"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connection refused"
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
 def _b64url(data: bytes) -> str:
@@ -519,8 +514,13 @@ class ClientCredentialsAuth(_CachedCredentialAuth):
         else:
             assert self._client_secret is not None
             form["client_secret"] = self._client_secret.reveal()
-        status, body, _ = await self._post(
-            session, self.token_url, what=f"Entra ID token for tenant {self.tenant_id}", form=form
+        status, body = await self._post(
+            session,
+            self.token_url,
+            api="Entra ID",
+            what=f"Entra ID token for tenant {self.tenant_id}",
+            body=urlencode(form).encode("ascii"),
+            content_type="application/x-www-form-urlencoded",
         )
         if status == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
             token_type = str(body.get("token_type") or "Bearer")
@@ -750,11 +750,13 @@ class SuperOfficeSystemUserAuth(_CachedCredentialAuth):
             "ContextIdentifier": self.context_identifier,
             "ReturnTokenType": self._token_type,
         }
-        status, answer, _ = await self._post(
+        status, answer = await self._post(
             session,
             self.authenticate_url,
+            api="SuperOffice login",
             what=f"SuperOffice system user ticket for {self.context_identifier}",
-            json_body=body,
+            body=json.dumps(body).encode(),
+            content_type="application/json",
         )
         result = {str(k).lower(): v for k, v in answer.items()} if isinstance(answer, dict) else {}
         if result.get("issuccessful") is True and isinstance(result.get("token"), str) and result["token"]:
