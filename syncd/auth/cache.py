@@ -224,6 +224,8 @@ class CachedCredentialAuth:
                 session=session,
                 auth=NO_AUTH,
                 limits=self._limits,
+                # The auth's clock for the Retry-After gate too: tests share one fake clock with the
+                # emulators (a token endpoint's waits are seconds; the API clients use monotonic time).
                 clock=self._clock,
                 wall_clock=self._clock,
                 sleep=self._sleep,
