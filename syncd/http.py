@@ -18,9 +18,9 @@ Rules (the resilience contract):
 - Listings go through :class:`PageGuard`: the URLs followed are remembered (a next link that repeats
   one is an error), the pages are counted (``limits.max_pages``), and a page that repeats an earlier
   one (a server ignoring ``$skip``) is an error: every listing ends.
-- A sliding-window limiter (at most ``burst`` requests in any ``burst / requests_per_second`` seconds,
-  the shape of Business Central's own limit) and a semaphore (``concurrency``) shared by all workers
-  keep us below the API's limits instead of bouncing off them.
+- A sliding-window limiter (:mod:`syncd.ratelimit`: at most ``burst`` requests in any
+  ``burst / requests_per_second`` seconds, the shape of Business Central's own limit) and a semaphore
+  (``concurrency``) shared by all workers keep us below the API's limits instead of bouncing off them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import random
 import socket
 import time
 import zlib
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +53,7 @@ from syncd.errors import (
     PreconditionFailedError,
     UnreachableError,
 )
+from syncd.ratelimit import SlidingWindowLimiter
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = f"syncd/{__version__} (+picture mirror SuperOffice→Business Central)"
@@ -254,56 +254,6 @@ def parse_retry_after(value: str | None, *, now_wall: float) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - now_wall)
-
-
-class SlidingWindowLimiter:
-    """At most ``limit`` requests in any ``window`` seconds; ``acquire`` waits until one may leave.
-
-    This is the shape of Business Central's limit (6,000 requests per sliding 5 minutes per principal),
-    so with ``burst`` set to the window's allowance syncd uses the whole window and never more. A token
-    bucket with the same rate and burst is not safe there: a full bucket plus its refill lets
-    ``burst + rate × window`` requests through in one window — twice the allowance — and the surplus
-    comes back as 429s (57 of 5,063 requests in ``make bench``, each one closing the Retry-After gate
-    for every worker). Send instants are kept, and the window is taken ``WINDOW_MARGIN`` longer than
-    configured (at least ``MIN_MARGIN`` seconds) for the time a request needs to reach the server: with
-    SuperOffice's 10 per 1-s window, 1 % (10 ms) was less than that jitter on a loaded machine and 8 of
-    42 requests came back 429 (bench measure 7, smoke).
-    """
-
-    WINDOW_MARGIN = 0.01
-    MIN_MARGIN = 0.04
-
-    def __init__(self, limit: int, window: float, *, clock: Callable[[], float], sleep: Sleep) -> None:
-        self.limit = max(1, limit)
-        self.window = window + max(window * self.WINDOW_MARGIN, self.MIN_MARGIN)
-        self._sent: deque[float] = deque()
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def for_rate(
-        cls, rate: float, burst: float | None, *, clock: Callable[[], float], sleep: Sleep
-    ) -> SlidingWindowLimiter:
-        """``rate`` requests per second on average, up to ``burst`` (default: one second's worth) at once."""
-        limit = max(1, round(burst if burst is not None else rate))
-        return cls(limit, limit / rate, clock=clock, sleep=sleep)
-
-    async def acquire(self) -> float:
-        """Take a slot in the window (FIFO among waiters); returns how long we waited."""
-        waited = 0.0
-        async with self._lock:
-            while True:
-                now = self._clock()
-                sent = self._sent
-                while sent and sent[0] <= now - self.window:
-                    sent.popleft()
-                if len(sent) < self.limit:
-                    sent.append(now)
-                    return waited
-                delay = sent[0] + self.window - now
-                waited += delay
-                await self._sleep(delay)
 
 
 def error_detail(body: bytes) -> tuple[str | None, str]:
