@@ -38,7 +38,6 @@ import aiohttp
 from rich.console import Console
 
 from syncd.auth import (
-    Auth,
     BasicAuth,
     BearerAuth,
     ClientCredentialsAuth,
@@ -47,6 +46,7 @@ from syncd.auth import (
 )
 from syncd.businesscentral import CompanyDirectory
 from syncd.config import ApiLimits, Config
+from syncd.credentials import Auth
 from syncd.errors import ApiError, AuthError, ConfigError, ExitCode, SyncdError, UnreachableError
 from syncd.http import (
     DEFAULT_REPLY_BYTES,
@@ -60,7 +60,12 @@ from syncd.http import (
     read_body,
 )
 from syncd.jobs import SEVERITY
-from syncd.runtime import businesscentral_auth, superoffice_auth
+from syncd.runtime import (
+    BC_PERMISSION_HINT,
+    SO_PERMISSION_HINT,
+    businesscentral_auth,
+    superoffice_auth,
+)
 from syncd.servertext import for_terminal
 from syncd.superoffice import ID_COLUMN, LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE
 
@@ -252,7 +257,14 @@ async def _check_superoffice(config: Config, out: list[Finding]) -> None:
     online_tenant = bool(re.fullmatch(r"cust\d+", tenant, re.IGNORECASE))
     async with new_session(connect_timeout=limits.connect_timeout) as session:
         auth = superoffice_auth(cfg, attempts=1, timeout=limits.timeout)
-        api = ApiClient(api="superoffice", session=session, auth=auth, limits=limits, base_url=cfg.base_url)
+        api = ApiClient(
+            api="superoffice",
+            session=session,
+            auth=auth,
+            limits=limits,
+            base_url=cfg.base_url,
+            permission_hint=SO_PERMISSION_HINT,
+        )
         state_url = so_state_url(cfg.base_url, tenant, cfg.state_url)
         if online_tenant and state_url is not None:
             await _so_tenant_state(session, state_url, cfg.base_url, tenant, limits, out)
@@ -510,6 +522,7 @@ async def _check_businesscentral(config: Config, out: list[Finding]) -> None:
             limits=limits,
             burst=limits.burst,
             base_url=cfg.base_url,
+            permission_hint=BC_PERMISSION_HINT,
         )
         if isinstance(auth, ClientCredentialsAuth):
             await _bc_token(session, auth, out)

@@ -18,9 +18,9 @@ Rules (the resilience contract):
 - Listings go through :class:`PageGuard`: the URLs followed are remembered (a next link that repeats
   one is an error), the pages are counted (``limits.max_pages``), and a page that repeats an earlier
   one (a server ignoring ``$skip``) is an error: every listing ends.
-- A sliding-window limiter (at most ``burst`` requests in any ``burst / requests_per_second`` seconds,
-  the shape of Business Central's own limit) and a semaphore (``concurrency``) shared by all workers
-  keep us below the API's limits instead of bouncing off them.
+- A sliding-window limiter (:mod:`syncd.ratelimit`: at most ``burst`` requests in any
+  ``burst / requests_per_second`` seconds, the shape of Business Central's own limit) and a semaphore
+  (``concurrency``) shared by all workers keep us below the API's limits instead of bouncing off them.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ import random
 import socket
 import time
 import zlib
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiohttp
 
 from syncd import __version__
 from syncd.config import ApiLimits
+from syncd.credentials import Auth
 from syncd.errors import (
     ApiError,
     AuthError,
@@ -53,9 +53,7 @@ from syncd.errors import (
     PreconditionFailedError,
     UnreachableError,
 )
-
-if TYPE_CHECKING:
-    from syncd.auth import Auth
+from syncd.ratelimit import SlidingWindowLimiter
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = f"syncd/{__version__} (+picture mirror SuperOffice→Business Central)"
@@ -258,56 +256,6 @@ def parse_retry_after(value: str | None, *, now_wall: float) -> float | None:
     return max(0.0, when.timestamp() - now_wall)
 
 
-class SlidingWindowLimiter:
-    """At most ``limit`` requests in any ``window`` seconds; ``acquire`` waits until one may leave.
-
-    This is the shape of Business Central's limit (6,000 requests per sliding 5 minutes per principal),
-    so with ``burst`` set to the window's allowance syncd uses the whole window and never more. A token
-    bucket with the same rate and burst is not safe there: a full bucket plus its refill lets
-    ``burst + rate × window`` requests through in one window — twice the allowance — and the surplus
-    comes back as 429s (57 of 5,063 requests in ``make bench``, each one closing the Retry-After gate
-    for every worker). Send instants are kept, and the window is taken ``WINDOW_MARGIN`` longer than
-    configured (at least ``MIN_MARGIN`` seconds) for the time a request needs to reach the server: with
-    SuperOffice's 10 per 1-s window, 1 % (10 ms) was less than that jitter on a loaded machine and 8 of
-    42 requests came back 429 (bench measure 7, smoke).
-    """
-
-    WINDOW_MARGIN = 0.01
-    MIN_MARGIN = 0.04
-
-    def __init__(self, limit: int, window: float, *, clock: Callable[[], float], sleep: Sleep) -> None:
-        self.limit = max(1, limit)
-        self.window = window + max(window * self.WINDOW_MARGIN, self.MIN_MARGIN)
-        self._sent: deque[float] = deque()
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def for_rate(
-        cls, rate: float, burst: float | None, *, clock: Callable[[], float], sleep: Sleep
-    ) -> SlidingWindowLimiter:
-        """``rate`` requests per second on average, up to ``burst`` (default: one second's worth) at once."""
-        limit = max(1, round(burst if burst is not None else rate))
-        return cls(limit, limit / rate, clock=clock, sleep=sleep)
-
-    async def acquire(self) -> float:
-        """Take a slot in the window (FIFO among waiters); returns how long we waited."""
-        waited = 0.0
-        async with self._lock:
-            while True:
-                now = self._clock()
-                sent = self._sent
-                while sent and sent[0] <= now - self.window:
-                    sent.popleft()
-                if len(sent) < self.limit:
-                    sent.append(now)
-                    return waited
-                delay = sent[0] + self.window - now
-                waited += delay
-                await self._sleep(delay)
-
-
 def error_detail(body: bytes) -> tuple[str | None, str]:
     """(code, message) from a BC ``{"error":{"code","message"}}`` or SO ``{"ErrorMessage"}`` body."""
     try:
@@ -383,8 +331,13 @@ class ApiClient:
         observer: HttpObserver | None = None,
         rng: random.Random | None = None,
         base_url: str | None = None,
+        permission_hint: str | None = None,
+        retry_backoff: float = 0.5,
     ) -> None:
         self.api = api
+        # What a 403 tells the user to fix; the builder of the client knows its vendor's words for it.
+        self.permission_hint = permission_hint or f"the {api} credentials lack rights for this data"
+        self.retry_backoff = retry_backoff  # the backoff's base: attempt n waits up to base * 2^n s
         # The origin the credentials belong to; None (tests of the plumbing only): no check.
         self.origin = origin_of(base_url) if base_url else None
         self.session = session
@@ -416,8 +369,9 @@ class ApiClient:
             await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        # Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)].
-        return self._rng.uniform(0.1, min(30.0, 0.5 * 2**attempt))
+        # Full jitter (AWS architecture blog): uniform in [0.1, min(cap, base * 2^attempt)].
+        ceiling = min(30.0, self.retry_backoff * 2**attempt)
+        return self._rng.uniform(min(0.1, ceiling), ceiling)
 
     # -- requests -------------------------------------------------------------------------------
     def check_origin(self, url: str, what: str) -> None:
@@ -562,12 +516,7 @@ class ApiClient:
                 text,
                 status=403,
                 code=code,
-                hint=(
-                    "the Entra app needs a permission set in Business Central (Microsoft Entra "
-                    "applications page) that allows reading and modifying these records"
-                    if self.api == "businesscentral"
-                    else "the SuperOffice user lacks rights for this data"
-                ),
+                hint=self.permission_hint,
             )
         if resp.status == 404:
             return NotFoundError(text, status=404, code=code)

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from syncd.auth import (
     DEFAULT_TIMEOUT,
-    Auth,
     BasicAuth,
     BearerAuth,
     ClientCredentialsAuth,
@@ -37,11 +36,19 @@ from syncd.config import (
     SOTicketAuthConfig,
     SuperOfficeConfig,
 )
+from syncd.credentials import Auth
 from syncd.decodebudget import DecodeBudget, budgeted
 from syncd.engine import Engine, Reporter, executor_normalizer
 from syncd.http import ApiClient, HttpObserver, new_session
 from syncd.ledger import Ledger
 from syncd.superoffice import SuperOfficeClient
+
+# What a 403 from each API tells the user to fix (ApiClient's ``permission_hint``).
+SO_PERMISSION_HINT = "the SuperOffice user lacks rights for this data"
+BC_PERMISSION_HINT = (
+    "the Entra app needs a permission set in Business Central (Microsoft Entra applications page) that "
+    "allows reading and modifying these records"
+)
 
 
 def superoffice_auth(
@@ -158,6 +165,7 @@ async def open_runtime(
             limits=config.superoffice.limits,
             observer=observer,
             base_url=config.superoffice.base_url,  # credentials go to this origin only
+            permission_hint=SO_PERMISSION_HINT,
         )
         bc_api = ApiClient(
             api="businesscentral",
@@ -167,6 +175,7 @@ async def open_runtime(
             burst=config.businesscentral.limits.burst,
             observer=observer,
             base_url=config.businesscentral.base_url,
+            permission_hint=BC_PERMISSION_HINT,
         )
         source = SuperOfficeClient(
             so_api,
