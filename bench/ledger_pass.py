@@ -37,8 +37,6 @@ T = TypeVar("T")
 class FakeSource:
     """SuperOffice as the engine sees it: listing and ImageInfo fingerprints from memory."""
 
-    image_info_supported = True
-
     def __init__(self, n: int) -> None:
         self.n = n
         self.fingerprints = 0

@@ -204,10 +204,6 @@ class _Work:
     known_broken: bool = False  # failed last time on this very picture (not decodable): don't retry
 
 
-class _StopRun(Exception):
-    """Raised inside phase B to stop taking items (budget reached, stop requested)."""
-
-
 class Engine:
     """Runs mappings. Every collaborator is injected, so tests run the real code on the sandbox."""
 
