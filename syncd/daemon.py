@@ -408,7 +408,7 @@ class Daemon:
     ) -> None:
         err, result = outcome.error, outcome.result
         if result is not None:
-            label = result.outcome
+            label: str = result.outcome
             counts = result.counts.as_dict()
             self._auth_problem = None
             self._auth_verified = True

@@ -71,7 +71,7 @@ from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, it
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.staging import CHUNK, Planned, RunStore
 from syncd.superoffice import NoPicture, SuperOfficeClient
-from syncd.types import Outcome, RunCounts, SourceKind, TargetPicture
+from syncd.types import Outcome, PlanAction, RunCounts, RunOutcome, SourceKind, TargetPicture
 
 log = structlog.get_logger("syncd.engine")
 T = TypeVar("T")
@@ -92,7 +92,7 @@ class RunOptions:
 class PlanEntry:
     """One line of a ``--dry-run`` plan (also kept for the summary of a real run's failures)."""
 
-    action: str  # write | skip | clear | keep | blank | conflict | unmatched | ambiguous | failed
+    action: PlanAction
     source: str  # "contact 12"
     target: str  # "customers C00012 (guid)"
     detail: str = ""
@@ -104,7 +104,7 @@ class RunResult:
     mode: str
     run_id: int | None = None
     counts: RunCounts = field(default_factory=RunCounts)
-    outcome: str = "ok"  # ok | partial | safety_stop | budget | interrupted | failed
+    outcome: RunOutcome = RunOutcome.OK
     error: str | None = None
     failures: list[PlanEntry] = field(default_factory=list)
     problems: list[PlanEntry] = field(default_factory=list)
@@ -253,18 +253,21 @@ class Engine:
         try:
             await self._run(mapping, options, result, deadline)
         except SafetyStop as exc:
-            result.outcome, result.error = "safety_stop", str(exc)
+            result.outcome, result.error = RunOutcome.SAFETY_STOP, str(exc)
             bound.error("safety stop", error=str(exc))
             raise
         except (AuthError, UnreachableError, ApiError, SyncdError) as exc:
-            result.outcome, result.error = "failed", str(exc)
+            result.outcome, result.error = RunOutcome.FAILED, str(exc)
             bound.error("run failed", error=str(exc))
             raise
         except asyncio.CancelledError:
-            result.outcome, result.error = "interrupted", "cancelled"
+            result.outcome, result.error = RunOutcome.INTERRUPTED, "cancelled"
             raise
         except Exception as exc:  # a bug or a reply nobody foresaw: the ledger says so, never "ok"
-            result.outcome, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"[:2000]
+            result.outcome, result.error = (
+                RunOutcome.FAILED,
+                f"internal error: {type(exc).__name__}: {exc}"[:2000],
+            )
             bound.error("run failed", error=result.error)
             raise
         finally:
@@ -309,9 +312,9 @@ class Engine:
             )
             if not done or fingerprints is None:  # the picture pass is read-only too: nothing was changed
                 if self.stop.is_set():
-                    result.outcome = "interrupted"
+                    result.outcome = RunOutcome.INTERRUPTED
                 else:
-                    result.outcome = "budget"
+                    result.outcome = RunOutcome.BUDGET
                     limit = self.config.limits.max_runtime
                     result.error = f"max_runtime ({limit:g}s) reached while reading picture fingerprints"
                 return
@@ -326,9 +329,9 @@ class Engine:
             )
             if settled is None:  # stopped while checking: nothing was changed, nothing half-done
                 if self.stop.is_set():
-                    result.outcome = "interrupted"
+                    result.outcome = RunOutcome.INTERRUPTED
                 else:
-                    result.outcome = "budget"
+                    result.outcome = RunOutcome.BUDGET
                     result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while checking"
                 return
             clears = await store.count_plan(Pre.CLEAR.value)
@@ -345,14 +348,18 @@ class Engine:
             newest = await store.newest_update()
 
         failed = result.counts.by_outcome.get(Outcome.FAILED, 0)
-        if result.outcome == "ok" and failed:
-            result.outcome = "partial"
+        if result.outcome is RunOutcome.OK and failed:
+            result.outcome = RunOutcome.PARTIAL
         if self.ledger and not options.dry_run:
             assert result.run_id is not None
             await self.ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
             # Failed items are retried by their ledger status, not by the watermark, so a partial
             # run may advance it too; an interrupted or budget-limited one may not.
-            if result.outcome in ("ok", "partial") and newest and (watermark is None or newest > watermark):
+            if (
+                result.outcome in (RunOutcome.OK, RunOutcome.PARTIAL)
+                and newest
+                and (watermark is None or newest > watermark)
+            ):
                 await self.ledger.set_watermark(mapping.name, kind, newest)
 
     async def _phase_a(
@@ -418,12 +425,12 @@ class Engine:
         if finished:  # (a listing error has failed the run)
             for text in bad:
                 result.counts.add(Outcome.FAILED)
-                result.failures.append(PlanEntry("failed", "(listing)", "", text))
+                result.failures.append(PlanEntry(PlanAction.FAILED, "(listing)", "", text))
             return False
         if self.stop.is_set():
-            result.outcome = "interrupted"
+            result.outcome = RunOutcome.INTERRUPTED
         else:
-            result.outcome = "budget"
+            result.outcome = RunOutcome.BUDGET
             result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while listing"
         return True
 
@@ -484,7 +491,7 @@ class Engine:
             assert w.item is not None
             error = w.item.error or "picture cannot be used"
             entry = PlanEntry(
-                "failed",
+                PlanAction.FAILED,
                 f"{mapping.source} {w.pair.source.id}",
                 f"{mapping.target} {w.pair.target.number}",
                 f"{error} (unchanged since last run)",
@@ -494,7 +501,7 @@ class Engine:
             settled.failed_items.append((w.pair.source.id, _target_label(w.pair), error))
             return replace(w.item, checked_at=now_iso())
         outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
-        settled.add(outcome, _plan_entry(w, w.action.value) if options.dry_run else None)
+        settled.add(outcome, _plan_entry(w, PlanAction(w.action.value)) if options.dry_run else None)
         return self._checked(mapping, w, outcome)
 
     # -- phase A ---------------------------------------------------------------------------------
@@ -703,7 +710,7 @@ class Engine:
             for _ in p.source_ids:
                 result.counts.add(outcome)
             source = f"{kind} {', '.join(str(s) for s in p.source_ids)}"
-            result.problems.append(PlanEntry(p.kind, source, ", ".join(p.target_ids), p.detail))
+            result.problems.append(PlanEntry(PlanAction(p.kind), source, ", ".join(p.target_ids), p.detail))
 
     # -- phase B ---------------------------------------------------------------------------------
     async def _execute(
@@ -746,14 +753,14 @@ class Engine:
                 if w is None:
                     return
                 if self.stop.is_set():
-                    result.outcome = "interrupted"
+                    result.outcome = RunOutcome.INTERRUPTED
                     return
                 if limits.max_items_per_run is not None and state["taken"] >= limits.max_items_per_run:
-                    result.outcome = "budget"
+                    result.outcome = RunOutcome.BUDGET
                     result.error = f"max_items_per_run ({limits.max_items_per_run}) reached"
                     return
                 if deadline is not None and self.clock() >= deadline:
-                    result.outcome = "budget"
+                    result.outcome = RunOutcome.BUDGET
                     result.error = f"max_runtime ({limits.max_runtime:g}s) reached"
                     return
                 state["taken"] += 1
@@ -819,7 +826,7 @@ class Engine:
         base = w.item or _new_item(mapping, w.pair)
         if w.action is Pre.CLEAR:
             if options.dry_run:
-                result.plan.append(_plan_entry(w, "clear"))
+                result.plan.append(_plan_entry(w, PlanAction.CLEAR))
                 return Outcome.CLEARED
             try:
                 await self._target(mapping).delete_picture(
@@ -887,14 +894,14 @@ class Engine:
                 again = Pre.KEEP
             outcome = Outcome.KEPT if again is Pre.KEEP else Outcome.BLANK
             if options.dry_run:
-                result.plan.append(_plan_entry(w, again.value))
+                result.plan.append(_plan_entry(w, PlanAction(again.value)))
             else:
                 await self._record(self._checked(mapping, blank, outcome))
             return outcome
         source_hash = await sha256_off_loop(data)
         if decide_after_fetch(w.item, source_hash, None, w.target, self.normalizer_version) is Post.SKIP:
             if options.dry_run:
-                result.plan.append(_plan_entry(w, "skip", "picture re-saved unchanged"))
+                result.plan.append(_plan_entry(w, PlanAction.SKIP, "picture re-saved unchanged"))
             else:
                 await self._record(
                     replace(
@@ -907,7 +914,9 @@ class Engine:
                 )
             return Outcome.UNCHANGED
         if options.dry_run:
-            result.plan.append(_plan_entry(w, "write", f"{len(data)} bytes, sha256 {source_hash[:12]}"))
+            result.plan.append(
+                _plan_entry(w, PlanAction.WRITE, f"{len(data)} bytes, sha256 {source_hash[:12]}")
+            )
             return Outcome.WRITTEN
 
         started = time.perf_counter()
@@ -1026,7 +1035,7 @@ class Engine:
     ) -> None:
         message = exc.message if isinstance(exc, SyncdError) else str(exc)
         entry = PlanEntry(
-            "failed",
+            PlanAction.FAILED,
             f"{mapping.source} {w.pair.source.id}",
             f"{mapping.target} {w.pair.target.number}",
             message,
@@ -1166,7 +1175,7 @@ def _target_label(pair: Pair) -> str:
     return f"{pair.target.number} ({pair.target.id})"
 
 
-def _plan_entry(w: _Work, action: str, detail: str = "") -> PlanEntry:
+def _plan_entry(w: _Work, action: PlanAction, detail: str = "") -> PlanEntry:
     p = w.pair
     return PlanEntry(
         action,
