@@ -45,6 +45,7 @@ import structlog
 
 from syncd import imaging
 from syncd.businesscentral import BusinessCentralClient
+from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
 from syncd.decisions import (
     FINGERPRINT_UNAVAILABLE,
@@ -67,7 +68,16 @@ from syncd.errors import (
     UnreachableError,
 )
 from syncd.fingerprints import Fingerprints, choose
-from syncd.ledger import Issue, IssueKind, Ledger, LedgerItem, item_from_row, item_row, same_but_checked
+from syncd.ledger import (
+    Issue,
+    IssueKind,
+    Ledger,
+    LedgerItem,
+    item_from_row,
+    item_row,
+    same_but_checked,
+    utcnow,
+)
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.staging import CHUNK, Planned, RunStore
 from syncd.superoffice import NoPicture, SuperOfficeClient
@@ -181,19 +191,6 @@ async def sha256_off_loop(data: bytes) -> str:
     return await asyncio.to_thread(sha256, data)
 
 
-_now: tuple[int, str] = (0, "")
-
-
-def now_iso() -> str:
-    """The current UTC time to the second, ISO 8601 (formatted once per second: phase A stamps 100,000s
-    of rows)."""
-    global _now
-    second = int(time.time())
-    if _now[0] != second:
-        _now = (second, datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds"))
-    return _now[1]
-
-
 @dataclass(slots=True)
 class _Work:
     pair: Pair
@@ -230,6 +227,7 @@ class Engine:
         self.normalizer = normalizer
         self.reporter: Reporter = reporter or NullReporter()
         self.clock = clock
+        self.now = SecondStamps(ledger.clock if ledger is not None else utcnow)  # the ledger's, to the second
         self.stop = stop or asyncio.Event()
         self.profile = config.picture_profile()
         self.normalizer_version = self.profile.cache_key()
@@ -342,7 +340,7 @@ class Engine:
                 async for batch in store.settled(SETTLE_BATCH):  # one transaction per batch
                     await self.ledger.record_rows([row for _, row in batch if row is not None])
                     checked = [sid for sid, row in batch if row is None]
-                    await self.ledger.set_checked(mapping.name, kind, checked, now_iso())
+                    await self.ledger.set_checked(mapping.name, kind, checked, self.now())
             # Phase B: fetch, normalize, write, clear.
             await self._execute(mapping, store, clears, policy, options, result, deadline, max(known, total))
             newest = await store.newest_update()
@@ -499,7 +497,7 @@ class Engine:
             settled.add(Outcome.FAILED, entry if options.dry_run else None)
             settled.failures.append(entry)
             settled.failed_items.append((w.pair.source.id, _target_label(w.pair), error))
-            return replace(w.item, checked_at=now_iso())
+            return replace(w.item, checked_at=self.now())
         outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
         settled.add(outcome, _plan_entry(w, PlanAction(w.action.value)) if options.dry_run else None)
         return self._checked(mapping, w, outcome)
@@ -679,7 +677,7 @@ class Engine:
         base = w.item or _new_item(mapping, w.pair)
         if outcome is Outcome.KEPT and w.fingerprint is None:
             # Source blank, policy keeps the picture we wrote: it stays ours, etag and all.
-            return replace(base, status=outcome, error=None, checked_at=now_iso())
+            return replace(base, status=outcome, error=None, checked_at=self.now())
         if outcome is Outcome.KEPT:
             # Someone else's picture in BC: remember its etag, and that it is not ours.
             return replace(
@@ -689,7 +687,7 @@ class Engine:
                 wrote_picture=False,
                 status=outcome,
                 error=None,
-                checked_at=now_iso(),
+                checked_at=self.now(),
             )
         if outcome is Outcome.BLANK:
             return replace(
@@ -699,9 +697,9 @@ class Engine:
                 source_hash=None,
                 status=outcome,
                 error=None,
-                checked_at=now_iso(),
+                checked_at=self.now(),
             )
-        return replace(base, target_etag=w.target.etag, status=outcome, error=None, checked_at=now_iso())
+        return replace(base, target_etag=w.target.etag, status=outcome, error=None, checked_at=self.now())
 
     def _report_problems(self, kind: SourceKind, problems: list[Problem], result: RunResult) -> None:
         result.match_problems = problems
@@ -847,7 +845,7 @@ class Engine:
                         wrote_picture=False,
                         status=Outcome.KEPT,
                         error=None,
-                        checked_at=now_iso(),
+                        checked_at=self.now(),
                     )
                 )
                 return Outcome.KEPT
@@ -862,8 +860,8 @@ class Engine:
                     output_hash=None,
                     status=Outcome.CLEARED,
                     error=None,
-                    synced_at=now_iso(),
-                    checked_at=now_iso(),
+                    synced_at=self.now(),
+                    checked_at=self.now(),
                 )
             )
             return Outcome.CLEARED
@@ -909,7 +907,7 @@ class Engine:
                         source_fingerprint=w.fingerprint,
                         status=Outcome.UNCHANGED,
                         error=None,
-                        checked_at=now_iso(),
+                        checked_at=self.now(),
                     )
                 )
             return Outcome.UNCHANGED
@@ -937,7 +935,7 @@ class Engine:
                     normalizer_version=self.normalizer_version,
                     status=Outcome.UNCHANGED,
                     error=None,
-                    checked_at=now_iso(),
+                    checked_at=self.now(),
                 )
             )
             return Outcome.UNCHANGED
@@ -959,8 +957,8 @@ class Engine:
                 status=Outcome.WRITTEN,
                 error=None,
                 attempts=0,
-                synced_at=now_iso(),
-                checked_at=now_iso(),
+                synced_at=self.now(),
+                checked_at=self.now(),
             )
         )
         if out.source_thumbnail is not None and state["thumbs"] < THUMBS_PER_RUN:
@@ -1021,7 +1019,7 @@ class Engine:
                             wrote_picture=False,
                             status=Outcome.KEPT,
                             error=None,
-                            checked_at=now_iso(),
+                            checked_at=self.now(),
                         )
                     )
                     return None
@@ -1066,7 +1064,7 @@ class Engine:
                 target_etag=w.target.etag,
                 normalizer_version=self.normalizer_version if permanent else base.normalizer_version,
                 attempts=base.attempts + 1,
-                checked_at=now_iso(),
+                checked_at=self.now(),
             )
         )
 
