@@ -43,7 +43,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from syncd import imaging
+from syncd import imaging, transitions
 from syncd.businesscentral import BusinessCentralClient
 from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
@@ -497,7 +497,7 @@ class Engine:
             settled.add(Outcome.FAILED, entry if options.dry_run else None)
             settled.failures.append(entry)
             settled.failed_items.append((w.pair.source.id, _target_label(w.pair), error))
-            return replace(w.item, checked_at=self.now())
+            return transitions.checked(w.item, at=self.now())
         outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
         settled.add(outcome, _plan_entry(w, PlanAction(w.action.value)) if options.dry_run else None)
         return self._checked(mapping, w, outcome)
@@ -646,7 +646,7 @@ class Engine:
             and picture.present
             and item.target_etag == _pending_marker(picture.width, picture.height)
         ):
-            return replace(item, target_etag=picture.etag)
+            return transitions.confirmed(item, picture.etag)
         return item
 
     def _check_clear_cap(
@@ -676,30 +676,14 @@ class Engine:
         """The ledger row after phase A settled an item without writing."""
         base = w.item or _new_item(mapping, w.pair)
         if outcome is Outcome.KEPT and w.fingerprint is None:
-            # Source blank, policy keeps the picture we wrote: it stays ours, etag and all.
-            return replace(base, status=outcome, error=None, checked_at=self.now())
+            return transitions.kept_ours(base, at=self.now())
         if outcome is Outcome.KEPT:
-            # Someone else's picture in BC: remember its etag, and that it is not ours.
-            return replace(
-                base,
-                target_id=w.pair.target.id,
-                target_etag=w.target.etag,
-                wrote_picture=False,
-                status=outcome,
-                error=None,
-                checked_at=self.now(),
+            return transitions.kept_foreign(
+                base, target_id=w.pair.target.id, etag=w.target.etag, at=self.now()
             )
         if outcome is Outcome.BLANK:
-            return replace(
-                base,
-                target_id=w.pair.target.id,
-                source_fingerprint=None,
-                source_hash=None,
-                status=outcome,
-                error=None,
-                checked_at=self.now(),
-            )
-        return replace(base, target_etag=w.target.etag, status=outcome, error=None, checked_at=self.now())
+            return transitions.blank(base, target_id=w.pair.target.id, at=self.now())
+        return transitions.unchanged(base, etag=w.target.etag, at=self.now())
 
     def _report_problems(self, kind: SourceKind, problems: list[Problem], result: RunResult) -> None:
         result.match_problems = problems
@@ -838,32 +822,10 @@ class Engine:
                     target=pair.target.id,
                 )
                 await self._record(
-                    replace(
-                        base,
-                        target_id=pair.target.id,
-                        target_etag=None,
-                        wrote_picture=False,
-                        status=Outcome.KEPT,
-                        error=None,
-                        checked_at=self.now(),
-                    )
+                    transitions.kept_foreign(base, target_id=pair.target.id, etag=None, at=self.now())
                 )
                 return Outcome.KEPT
-            await self._record(
-                replace(
-                    base,
-                    target_id=pair.target.id,
-                    target_etag=None,
-                    wrote_picture=False,
-                    source_hash=None,
-                    source_fingerprint=None,
-                    output_hash=None,
-                    status=Outcome.CLEARED,
-                    error=None,
-                    synced_at=self.now(),
-                    checked_at=self.now(),
-                )
-            )
+            await self._record(transitions.cleared(base, target_id=pair.target.id, at=self.now()))
             return Outcome.CLEARED
 
         data = await self.source.image(kind, pair.source.id)
@@ -902,13 +864,7 @@ class Engine:
                 result.plan.append(_plan_entry(w, PlanAction.SKIP, "picture re-saved unchanged"))
             else:
                 await self._record(
-                    replace(
-                        base,
-                        source_fingerprint=w.fingerprint,
-                        status=Outcome.UNCHANGED,
-                        error=None,
-                        checked_at=self.now(),
-                    )
+                    transitions.resaved_unchanged(base, fingerprint=w.fingerprint, at=self.now())
                 )
             return Outcome.UNCHANGED
         if options.dry_run:
@@ -928,14 +884,12 @@ class Engine:
             is Post.SKIP
         ):
             await self._record(
-                replace(
+                transitions.normalized_unchanged(
                     base,
-                    source_fingerprint=w.fingerprint,
+                    fingerprint=w.fingerprint,
                     source_hash=source_hash,
                     normalizer_version=self.normalizer_version,
-                    status=Outcome.UNCHANGED,
-                    error=None,
-                    checked_at=self.now(),
+                    at=self.now(),
                 )
             )
             return Outcome.UNCHANGED
@@ -944,21 +898,16 @@ class Engine:
         if etag is None:  # policy kept the picture someone else put there
             return Outcome.KEPT
         await self._record(
-            replace(
+            transitions.written(
                 base,
                 target_id=pair.target.id,
                 target_number=pair.target.number,
-                source_fingerprint=w.fingerprint,
+                fingerprint=w.fingerprint,
                 source_hash=source_hash,
                 output_hash=output_hash,
-                target_etag=etag,
+                etag=etag,
                 normalizer_version=self.normalizer_version,
-                wrote_picture=True,
-                status=Outcome.WRITTEN,
-                error=None,
-                attempts=0,
-                synced_at=self.now(),
-                checked_at=self.now(),
+                at=self.now(),
             )
         )
         if out.source_thumbnail is not None and state["thumbs"] < THUMBS_PER_RUN:
@@ -1012,14 +961,11 @@ class Engine:
                 )
                 if policy.on_target_changed == "keep" and fresh.present:  # an empty picture: fill it
                     await self._record(
-                        replace(
+                        transitions.kept_foreign(
                             w.item or _new_item(mapping, w.pair),
                             target_id=rid,
-                            target_etag=fresh.etag,
-                            wrote_picture=False,
-                            status=Outcome.KEPT,
-                            error=None,
-                            checked_at=self.now(),
+                            etag=fresh.etag,
+                            at=self.now(),
                         )
                     )
                     return None
@@ -1055,16 +1001,15 @@ class Engine:
         # so the next run reports it without downloading it again. Transient errors are retried.
         permanent = isinstance(exc, ImageError)
         await self._record(
-            replace(
+            transitions.failed(
                 base,
                 target_id=w.pair.target.id,
-                status=Outcome.FAILED,
                 error=message,
-                source_fingerprint=w.fingerprint if permanent else None,
-                target_etag=w.target.etag,
-                normalizer_version=self.normalizer_version if permanent else base.normalizer_version,
-                attempts=base.attempts + 1,
-                checked_at=self.now(),
+                permanent=permanent,
+                fingerprint=w.fingerprint,
+                etag=w.target.etag,
+                normalizer_version=self.normalizer_version,
+                at=self.now(),
             )
         )
 
@@ -1116,24 +1061,13 @@ def _target_state(picture: TargetPicture | None) -> TargetState:
 
 
 def _new_item(mapping: MappingConfig, pair: Pair) -> LedgerItem:
-    return LedgerItem(
+    return transitions.first_seen(
         mapping=mapping.name,
         source_kind=mapping.source,
         source_id=pair.source.id,
         target_kind=mapping.target,
         target_id=pair.target.id,
         target_number=pair.target.number,
-        source_fingerprint=None,
-        source_hash=None,
-        output_hash=None,
-        target_etag=None,
-        normalizer_version=None,
-        wrote_picture=False,
-        status=Outcome.BLANK,  # placeholder: every record() sets the real status
-        error=None,
-        attempts=0,
-        synced_at=None,
-        checked_at=None,
     )
 
 
