@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import structlog
 
 from syncd.config import MappingConfig
-from syncd.engine import RunOptions, RunResult
 from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.locks import MappingLock
+from syncd.run import RunOptions, RunResult
 from syncd.runtime import Runtime
 from syncd.targets import check_owner
 from syncd.types import Outcome, RunOutcome

@@ -60,7 +60,7 @@ class TargetRow:
 
 class PlanAction(enum.StrEnum):
     """What a plan line says the run does (or, in a real run, did) for one source record: the action
-    of a ``--dry-run`` plan line, of a failure or of a match problem (:class:`syncd.engine.PlanEntry`)."""
+    of a ``--dry-run`` plan line, of a failure or of a match problem (:class:`syncd.run.PlanEntry`)."""
 
     SKIP = "skip"  # unchanged: no decode, no write
     WRITE = "write"  # normalize and PATCH
