@@ -20,8 +20,9 @@ Phase B (writes)     the settled rows are recorded (a transaction per 2,000); th
                      ``If-Match``, and commit each item's ledger row at once (:mod:`syncd.transitions`).
                      A picture is cleared only on a positive blank signal, never on a 404.
 
-``--dry-run`` makes the target read-only and the ledger untouched: writes and clears become plan
-entries. Budgets (``max_items_per_run``, ``max_runtime``) and a stop request end phase B cleanly.
+``--dry-run`` makes the target read-only and the ledger untouched (:class:`syncd.runledger.DryRunLedger`
+records nothing): writes and clears become plan entries. Budgets (``max_items_per_run``,
+``max_runtime``) and a stop request end phase B cleanly.
 What the steps share is a :class:`syncd.run.RunContext`.
 """
 
@@ -53,6 +54,7 @@ from syncd.run import (
     RunOptions,
     RunResult,
 )
+from syncd.runledger import DryRunLedger
 from syncd.staging import CHUNK, RunStore
 from syncd.superoffice import SuperOfficeClient
 from syncd.types import Outcome, PlanAction, RunOutcome, SourceKind
@@ -103,7 +105,7 @@ class Engine:
             result=result,
             source=self.source,
             target=self.targets.get(mapping.name, self.target),  # the client of the mapping's company
-            ledger=self.ledger,
+            ledger=DryRunLedger(self.ledger) if options.dry_run and self.ledger else self.ledger,
             normalizer=self.normalizer,
             reporter=self.reporter,
             stop=self.stop,
@@ -120,10 +122,9 @@ class Engine:
         mode = "dry-run" if options.dry_run else ("full" if options.full else "incremental")
         result = RunResult(mapping=mapping.name, mode=mode, started=time.time())
         ctx = self._context(mapping, options, result)
-        writable = not options.dry_run and self.ledger is not None
-        if writable:
-            assert self.ledger is not None
-            result.run_id = await self.ledger.start_run(mapping.name, mode)
+        ledger = ctx.ledger  # a dry run's records nothing
+        if ledger is not None:
+            result.run_id = await ledger.start_run(mapping.name, mode)
         bound = log.bind(mapping=mapping.name, mode=mode, run_id=result.run_id)
         bound.info("run started")
         try:
@@ -148,12 +149,9 @@ class Engine:
             raise
         finally:
             result.finished = time.time()
-            if writable and result.run_id is not None:
-                assert self.ledger is not None
+            if ledger is not None and result.run_id is not None:
                 await asyncio.shield(
-                    self.ledger.finish_run(
-                        result.run_id, result.counts.as_dict(), result.outcome, result.error
-                    )
+                    ledger.finish_run(result.run_id, result.counts.as_dict(), result.outcome, result.error)
                 )
             bound.info(
                 "run finished",
@@ -164,7 +162,7 @@ class Engine:
         return result
 
     async def _run(self, ctx: RunContext) -> None:
-        mapping, options, result = ctx.mapping, ctx.options, ctx.result
+        mapping, options, result, ledger = ctx.mapping, ctx.options, ctx.result, ctx.ledger
         kind: SourceKind = mapping.source
         rule = MatchRule.of(
             mapping.match.source if mapping.match else None,
@@ -175,7 +173,7 @@ class Engine:
             stopped = await self._list(ctx, store)
             if stopped:  # max_runtime or a stop request while listing: nothing was changed
                 return
-            known = await self.ledger.count_items(mapping.name) if self.ledger else 0
+            known = await ledger.count_items(mapping.name) if ledger else 0
             if not await store.count_sources() and known and not options.force:
                 raise SafetyStop(
                     f"mapping {mapping.name!r}: SuperOffice listed no {kind}s, but the ledger knows {known}",
@@ -191,7 +189,7 @@ class Engine:
                     limit = self.config.limits.max_runtime
                     result.error = f"max_runtime ({limit:g}s) reached while reading picture fingerprints"
                 return
-            watermark = await self.ledger.get_watermark(mapping.name, kind) if self.ledger else None
+            watermark = await ledger.get_watermark(mapping.name, kind) if ledger else None
 
             total = await store.count_pairs()
             policy = Policy(
@@ -209,11 +207,11 @@ class Engine:
             ctx.check_clear_cap(clears, max(known, total))
 
             settled.report(mapping.name, result, self.reporter)
-            if self.ledger and not options.dry_run:
+            if ledger:
                 async for batch in store.settled(SETTLE_BATCH):  # one transaction per batch
-                    await self.ledger.record_rows([row for _, row in batch if row is not None])
+                    await ledger.record_rows([row for _, row in batch if row is not None])
                     checked = [sid for sid, row in batch if row is None]
-                    await self.ledger.set_checked(mapping.name, kind, checked, self.now())
+                    await ledger.set_checked(mapping.name, kind, checked, self.now())
             # Phase B: fetch, normalize, write, clear.
             await Execution(ctx, policy, clears=clears, clear_base=max(known, total)).run(store)
             newest = await store.newest_update()
@@ -221,9 +219,8 @@ class Engine:
         failed = result.counts.by_outcome.get(Outcome.FAILED, 0)
         if result.outcome is RunOutcome.OK and failed:
             result.outcome = RunOutcome.PARTIAL
-        if self.ledger and not options.dry_run:
-            assert result.run_id is not None
-            await self.ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
+        if ledger and result.run_id is not None:
+            await ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
             # Failed items are retried by their ledger status, not by the watermark, so a partial
             # run may advance it too; an interrupted or budget-limited one may not.
             if (
@@ -231,7 +228,7 @@ class Engine:
                 and newest
                 and (watermark is None or newest > watermark)
             ):
-                await self.ledger.set_watermark(mapping.name, kind, newest)
+                await ledger.set_watermark(mapping.name, kind, newest)
 
     async def _list(self, ctx: RunContext, store: RunStore) -> bool:
         """Both listings into the store, bounded by ``max_runtime`` and the stop event (a listing that
@@ -278,11 +275,11 @@ class Engine:
         """This run's fingerprints (:func:`syncd.fingerprints.choose`), recorded with the run. The
         provider is checked against ImageInfo on the first run on a tenant (no verified bulk run yet, or
         a ledger without items: new, or reset for another tenant) and on every full reconcile."""
-        mapping, options, result = ctx.mapping, ctx.options, ctx.result
+        mapping, options, result, ledger = ctx.mapping, ctx.options, ctx.result, ctx.ledger
         so = self.config.superoffice
         if so.change_detection != "per_record":
             self.reporter.phase(mapping.name, "reading picture fingerprints", None)
-        verified = self.ledger is not None and await self.ledger.bulk_verified(mapping.name)
+        verified = ledger is not None and await ledger.bulk_verified(mapping.name)
         verify = options.full or first_sync or not verified
         choice = await choose(
             so.change_detection,
@@ -294,8 +291,8 @@ class Engine:
             concurrency=so.limits.concurrency,
         )
         result.change_detection, result.change_detection_note = choice.strategy, choice.note
-        if self.ledger is not None and result.run_id is not None and not options.dry_run:
-            await self.ledger.set_change_detection(result.run_id, choice.strategy, choice.note)
+        if ledger is not None and result.run_id is not None:
+            await ledger.set_change_detection(result.run_id, choice.strategy, choice.note)
         return choice.fingerprints
 
     def _report_problems(self, kind: SourceKind, problems: list[Problem], result: RunResult) -> None:

@@ -194,19 +194,13 @@ class Execution:
                 )
                 again = Pre.KEEP
             outcome = Outcome.KEPT if again is Pre.KEEP else Outcome.BLANK
-            if options.dry_run:
-                result.plan.append(plan_entry(w, PlanAction(again.value)))
-            else:
-                await self.record(ctx.settled_row(blank, outcome))
+            ctx.planned(plan_entry(w, PlanAction(again.value)))
+            await self.record(ctx.settled_row(blank, outcome))  # a dry run's ledger records nothing
             return outcome
         source_hash = await sha256_off_loop(data)
         if decide_after_fetch(w.item, source_hash, None, w.target, ctx.normalizer_version) is Post.SKIP:
-            if options.dry_run:
-                result.plan.append(plan_entry(w, PlanAction.SKIP, "picture re-saved unchanged"))
-            else:
-                await self.record(
-                    transitions.resaved_unchanged(base, fingerprint=w.fingerprint, at=ctx.now())
-                )
+            ctx.planned(plan_entry(w, PlanAction.SKIP, "picture re-saved unchanged"))
+            await self.record(transitions.resaved_unchanged(base, fingerprint=w.fingerprint, at=ctx.now()))
             return Outcome.UNCHANGED
         if options.dry_run:
             result.plan.append(

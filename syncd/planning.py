@@ -78,7 +78,7 @@ async def plan(
     """Fingerprints and first decisions (read only), a chunk of pairs at a time. The decisions go
     to the store, so the plan for 200,000 pairs costs no memory either; what the chunk settles
     without writing is noted in the returned :class:`Settled`. None: stopped meanwhile."""
-    mapping, dry_run = ctx.mapping, ctx.options.dry_run
+    mapping = ctx.mapping
     ctx.reporter.phase(mapping.name, "checking pictures", total)
     unchanged_before = trusted_cutoff(ctx, watermark)
     settled = Settled()
@@ -94,12 +94,10 @@ async def plan(
         planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
         for w in work:
             if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
-                row = settle(ctx, w, settled)
-                if not dry_run:  # None: the row stays as it is, but for checked_at
-                    values = item_row(row)
-                    before = stored.get(w.pair.source.id)
-                    same = before is not None and same_but_checked(item_row(before), values)
-                    rows.append((w.pair.source.id, None if same else values))
+                values = item_row(settle(ctx, w, settled))
+                before = stored.get(w.pair.source.id)  # None: the row stays as it is, but for checked_at
+                same = before is not None and same_but_checked(item_row(before), values)
+                rows.append((w.pair.source.id, None if same else values))
             else:
                 item = item_row(w.item) if w.item else None
                 planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))
@@ -193,17 +191,16 @@ async def decide_pairs(
 def settle(ctx: RunContext, w: Work, settled: Settled) -> LedgerItem:
     """Phase A's outcome for an item it settles without writing (skip, blank, keep, or a picture
     known to be broken), noted in ``settled``; returns the ledger row to record."""
-    dry_run = ctx.options.dry_run
     if w.known_broken:  # the same undecodable picture as last time: report, don't re-download
         assert w.item is not None
         error = w.item.error or "picture cannot be used"
         entry = ctx.failure_entry(w, f"{error} (unchanged since last run)")
-        settled.add(Outcome.FAILED, entry if dry_run else None)
+        settled.add(Outcome.FAILED, ctx.for_plan(entry))
         settled.failures.append(entry)
         settled.failed_items.append((w.pair.source.id, target_label(w.pair), error))
         return transitions.checked(w.item, at=ctx.now())
     outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
-    settled.add(outcome, plan_entry(w, PlanAction(w.action.value)) if dry_run else None)
+    settled.add(outcome, ctx.for_plan(plan_entry(w, PlanAction(w.action.value))))
     return ctx.settled_row(w, outcome)
 
 

@@ -27,8 +27,9 @@ from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
 from syncd.decisions import Pre, TargetState
 from syncd.errors import SafetyStop
-from syncd.ledger import Ledger, LedgerItem
+from syncd.ledger import LedgerItem
 from syncd.matcher import Pair, Problem
+from syncd.runledger import RunLedger
 from syncd.superoffice import SuperOfficeClient
 from syncd.types import Outcome, PlanAction, RunCounts, RunOutcome, TargetPicture
 
@@ -134,7 +135,7 @@ class RunContext:
     result: RunResult
     source: SuperOfficeClient
     target: BusinessCentralClient  # the client of the company this mapping writes to
-    ledger: Ledger | None
+    ledger: RunLedger | None  # a DryRunLedger in a dry run: it records nothing
     normalizer: Normalizer
     reporter: Reporter
     stop: asyncio.Event
@@ -211,6 +212,16 @@ class RunContext:
         if outcome is Outcome.BLANK:
             return transitions.blank(base, target_id=w.pair.target.id, at=self.now())
         return transitions.unchanged(base, etag=w.target.etag, at=self.now())
+
+    def for_plan(self, entry: PlanEntry) -> PlanEntry | None:
+        """``entry`` when this run is a dry run (its plan is the output), else None: a real run keeps
+        no plan lines."""
+        return entry if self.options.dry_run else None
+
+    def planned(self, entry: PlanEntry) -> None:
+        """One line of a dry run's plan (a real run keeps none)."""
+        if self.options.dry_run:
+            self.result.plan.append(entry)
 
     def failure_entry(self, w: Work, message: str) -> PlanEntry:
         return PlanEntry(
