@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from syncd import imaging
 from syncd.config import PictureConfig
 from syncd.decodebudget import DecodeBudget, budgeted
-from syncd.engine import executor_normalizer
+from syncd.run import executor_normalizer
 from syncd.errors import ImageError
 
 path, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -26,9 +26,11 @@ from typing import Any, TypeVar
 
 import yaml
 
+from syncd import planning
 from syncd.config import load_config
-from syncd.engine import Engine, RunOptions
+from syncd.engine import Engine
 from syncd.ledger import CHUNK, Ledger, LedgerItem
+from syncd.run import RunOptions
 from syncd.types import Outcome, SourceKind, SourceRow, TargetKind, TargetPicture, TargetRow
 
 T = TypeVar("T")
@@ -36,8 +38,6 @@ T = TypeVar("T")
 
 class FakeSource:
     """SuperOffice as the engine sees it: listing and ImageInfo fingerprints from memory."""
-
-    image_info_supported = True
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -188,7 +188,7 @@ async def _run(n: int, directory: Path) -> dict[str, Any]:
         ledger.get_items = _timed(counting_get_items, timings)  # type: ignore[method-assign,assignment]
         ledger.record_rows = _timed(ledger.record_rows, timings)  # type: ignore[method-assign,assignment]
         ledger.set_checked = _timed(ledger.set_checked, timings)  # type: ignore[method-assign,assignment]
-        engine._plan = _timed(engine._plan, timings)  # type: ignore[method-assign,assignment]
+        planning.decide_pairs = _timed(planning.decide_pairs, timings)  # type: ignore[assignment]
 
         async def one_pass() -> dict[str, Any]:
             nonlocal get_items_queries
@@ -208,7 +208,7 @@ async def _run(n: int, directory: Path) -> dict[str, Any]:
                 "queries_total": ledger.queries - queries_before,
                 "queries_get_items": get_items_queries,
                 "get_items_seconds": timings.get("counting_get_items", 0.0),
-                "plan_seconds": timings.get("_plan", 0.0),
+                "plan_seconds": timings.get("decide_pairs", 0.0),
                 "record_seconds": timings.get("record_rows", 0.0) + timings.get("set_checked", 0.0),
                 "fingerprint_calls": source.fingerprints - fingerprints_before,
             }

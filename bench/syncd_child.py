@@ -89,10 +89,10 @@ def percentile(values: list[float], q: float) -> float:
 
 async def _run(args: argparse.Namespace, decodes: DecodeCounter) -> dict[str, Any]:
     from syncd.config import load_config
-    from syncd.engine import RunOptions
     from syncd.jobs import run_job
     from syncd.logs import configure_logging
     from syncd.report import outcomes_json
+    from syncd.run import RunOptions
     from syncd.runtime import open_runtime
 
     config = load_config(args.config)

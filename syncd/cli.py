@@ -27,11 +27,11 @@ from rich.console import Console
 
 from syncd import __version__
 from syncd.config import Config, literal_secret_warning, load_config
-from syncd.engine import RunOptions
 from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.jobs import job_exit_code, run_job
 from syncd.logs import configure_logging
 from syncd.report import ProgressReporter, outcomes_json, print_plan, print_status, print_summary
+from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.servertext import for_terminal
 

@@ -45,12 +45,12 @@ from typing import Any
 import structlog
 
 from syncd.config import Config, load_config
-from syncd.engine import RunOptions
 from syncd.errors import ConfigError, ExitCode, LockedError, SafetyStop, SyncdError, UnreachableError
 from syncd.jobs import MappingOutcome, run_mapping_locked
 from syncd.ledger import Ledger
 from syncd.metrics import Metrics
 from syncd.notify import Notifier, watchdog_loop
+from syncd.run import RunOptions
 from syncd.runtime import Runtime, open_runtime
 from syncd.scheduler import MappingScheduler, plan_jobs
 from syncd.superoffice import ID_COLUMN
@@ -408,7 +408,7 @@ class Daemon:
     ) -> None:
         err, result = outcome.error, outcome.result
         if result is not None:
-            label = result.outcome
+            label: str = result.outcome
             counts = result.counts.as_dict()
             self._auth_problem = None
             self._auth_verified = True

@@ -155,7 +155,7 @@ class TargetState:
 
 
 class Pre(enum.StrEnum):
-    """Phase-1 outcomes. Values equal :class:`syncd.types.Action` where the meaning is the same."""
+    """Phase-1 outcomes. Values equal :class:`syncd.types.PlanAction` where the meaning is the same."""
 
     SKIP = "skip"  # unchanged: no download, no decode, no write
     FETCH = "fetch"  # download the source picture and go to phase 2

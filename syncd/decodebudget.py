@@ -2,7 +2,7 @@
 
 A 155 KB PNG can decode to 600 MB (7000×7000 with a tRNS chunk); eight of them in flight would need
 gigabytes. :class:`DecodeBudget` holds the bytes promised to the decodes running now
-(``picture.max_decode_memory``); :func:`budgeted` wraps a :class:`~syncd.engine.Normalizer` so that
+(``picture.max_decode_memory``); :func:`budgeted` wraps a :class:`~syncd.run.Normalizer` so that
 each decode first reserves what :func:`syncd.imaging.decode_estimate` says it needs (read from the
 picture's header, off the event loop) and waits while the budget is taken. A picture that alone needs
 more than the whole budget fails as that item's :class:`~syncd.errors.ImageError`, without decoding.
@@ -87,7 +87,7 @@ class DecodeBudget:
 
 
 def budgeted(normalize: Normalize, budget: DecodeBudget) -> Normalize:
-    """``normalize`` (a :class:`~syncd.engine.Normalizer`) admitted by ``budget``."""
+    """``normalize`` (a :class:`~syncd.run.Normalizer`) admitted by ``budget``."""
 
     async def run(
         data: bytes, profile: imaging.PictureProfile, thumbnail: imaging.PictureProfile | None = None

@@ -16,10 +16,10 @@ import yaml
 from rich.console import Console
 
 from syncd.config import load_config
-from syncd.engine import RunOptions
 from syncd.jobs import job_exit_code, run_job
 from syncd.logs import configure_logging
 from syncd.report import print_summary
+from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.sandbox.data import SECOND_COMPANY_NAME
 from syncd.sandbox.server import Sandbox

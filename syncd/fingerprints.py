@@ -90,8 +90,6 @@ class PerRecordFingerprints:
         return {}
 
     async def of(self, kind: SourceKind, entity_id: int) -> str | None:
-        if not self.client.image_info_supported:
-            return FINGERPRINT_UNAVAILABLE
         try:
             return await self.client.fingerprint(kind, entity_id)
         except NotFoundError:

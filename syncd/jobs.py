@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import structlog
 
 from syncd.config import MappingConfig
-from syncd.engine import RunOptions, RunResult
 from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.locks import MappingLock
+from syncd.run import RunOptions, RunResult
 from syncd.runtime import Runtime
 from syncd.targets import check_owner
-from syncd.types import Outcome
+from syncd.types import Outcome, RunOutcome
 
 log = structlog.get_logger("syncd.jobs")
 
@@ -46,7 +46,7 @@ class MappingOutcome:
             return self.error.exit_code
         assert self.result is not None
         # A run that stopped at a budget (or on request) is a success, unless items failed before that.
-        if self.result.outcome == "partial" or self.result.counts.by_outcome.get(Outcome.FAILED, 0):
+        if self.result.outcome is RunOutcome.PARTIAL or self.result.counts.by_outcome.get(Outcome.FAILED, 0):
             return ExitCode.PARTIAL
         return ExitCode.OK
 

@@ -572,6 +572,11 @@ class Ledger:
     ) -> None:
         await self.close()
 
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The clock this ledger was opened with (an aware UTC datetime), for whoever stamps its rows."""
+        return self._clock
+
     def now(self) -> str:
         """The ledger clock as the ISO 8601 text stored in timestamps (UTC, milliseconds)."""
         return self._clock().astimezone(UTC).isoformat(timespec="milliseconds")

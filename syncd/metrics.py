@@ -1,5 +1,5 @@
 """Prometheus metrics of one daemon, fed as an :class:`~syncd.http.HttpObserver` and an engine
-:class:`~syncd.engine.Reporter`, served at ``/metrics``.
+:class:`~syncd.run.Reporter`, served at ``/metrics``.
 
 Every daemon (and every test) gets its own :class:`~prometheus_client.CollectorRegistry`, never the
 process-global one, so two daemons in one test process do not share counters.

@@ -38,9 +38,10 @@ from syncd.config import (
 )
 from syncd.credentials import Auth
 from syncd.decodebudget import DecodeBudget, budgeted
-from syncd.engine import Engine, Reporter, executor_normalizer
+from syncd.engine import Engine
 from syncd.http import ApiClient, HttpObserver, new_session
 from syncd.ledger import Ledger
+from syncd.run import Reporter, executor_normalizer
 from syncd.superoffice import SuperOfficeClient
 
 # What a 403 from each API tells the user to fix (ApiClient's ``permission_hint``).

@@ -117,7 +117,6 @@ class SuperOfficeClient:
         self.base_url = base_url.rstrip("/")
         self.page_size = page_size
         self.max_image_bytes = max_image_bytes
-        self.image_info_supported = True
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path}"

@@ -58,15 +58,18 @@ class TargetRow:
     picture: TargetPicture | None
 
 
-class Action(enum.StrEnum):
-    """What one run does for one matched pair (the decision table's outcomes)."""
+class PlanAction(enum.StrEnum):
+    """What a plan line says the run does (or, in a real run, did) for one source record: the action
+    of a ``--dry-run`` plan line, of a failure or of a match problem (:class:`syncd.run.PlanEntry`)."""
 
     SKIP = "skip"  # unchanged: no decode, no write
     WRITE = "write"  # normalize and PATCH
     CLEAR = "clear"  # source went blank and policy says clear: DELETE the BC picture
     KEEP = "keep"  # BC side changed by hand (or source blank) and policy says leave it
     BLANK = "blank"  # source has no picture and we never wrote one: nothing to do
-    CONFLICT = "conflict"  # etag moved under us during the write; re-read and re-decided
+    UNMATCHED = "unmatched"  # no BC record has the source's key
+    AMBIGUOUS = "ambiguous"  # several BC records (or sources) share the key
+    FAILED = "failed"  # the item failed (listed as a failure)
 
 
 class Outcome(enum.StrEnum):
@@ -80,6 +83,17 @@ class Outcome(enum.StrEnum):
     UNMATCHED = "unmatched"
     AMBIGUOUS = "ambiguous"
     FAILED = "failed"
+
+
+class RunOutcome(enum.StrEnum):
+    """How one run of one mapping ended; the value is what the ledger's ``runs.outcome`` stores."""
+
+    OK = "ok"
+    PARTIAL = "partial"  # some items failed
+    SAFETY_STOP = "safety_stop"  # a clear cap or an empty listing stopped the run (exit 4)
+    BUDGET = "budget"  # max_items_per_run or max_runtime ended it
+    INTERRUPTED = "interrupted"  # a stop request or a cancellation ended it
+    FAILED = "failed"  # an error ended it
 
 
 @dataclass(slots=True)

@@ -21,10 +21,10 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.config import load_config
-from syncd.engine import RunOptions
 from syncd.jobs import run_job
 from syncd.ledger import Ledger
 from syncd.locks import MappingLock
+from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.sandbox.common import Faults
 from syncd.sandbox.server import Sandbox

@@ -22,9 +22,9 @@ from PIL import Image
 from syncd import imaging
 from syncd.config import load_config, parse_config
 from syncd.decodebudget import DecodeBudget
-from syncd.engine import RunOptions
 from syncd.errors import ConfigError
 from syncd.jobs import MappingOutcome, run_job
+from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.sandbox.server import Sandbox
 from tests.support.e2e import write_config

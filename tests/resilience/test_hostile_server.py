@@ -25,11 +25,11 @@ from aiohttp import web
 from syncd.auth import BearerAuth, ClientCredentialsAuth
 from syncd.businesscentral import BusinessCentralClient
 from syncd.config import ApiLimits, load_config, parse_config
-from syncd.engine import NullReporter, RunOptions
 from syncd.errors import ApiError, AuthError, ConfigError, ForeignOriginError, MalformedReplyError
 from syncd.http import ApiClient, new_session
 from syncd.jobs import MappingOutcome, run_job
 from syncd.ledger import Ledger
+from syncd.run import NullReporter, RunOptions
 from syncd.runtime import open_runtime
 from syncd.sandbox.server import SANDBOX_BC_CLIENT_SECRET, Sandbox
 from syncd.secrets import Secret

@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from syncd.config import load_config
-from syncd.engine import RunOptions
 from syncd.errors import ExitCode
 from syncd.jobs import MappingOutcome, run_job
+from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.sandbox.server import Sandbox
 from tests.support.e2e import write_config

@@ -19,7 +19,7 @@ from syncd.decisions import (
     owns_target_picture,
 )
 from syncd.ledger import LedgerItem
-from syncd.types import Action, Outcome
+from syncd.types import Outcome, PlanAction
 
 NV = "norm-2"  # the running normalizer version
 
@@ -296,8 +296,8 @@ def test_unknown_bc_etag_after_download_writes():  # P1
 
 def test_phase_one_outcomes_share_the_action_vocabulary():
     for p in (Pre.SKIP, Pre.KEEP, Pre.BLANK, Pre.CLEAR):
-        assert Action(p.value).value == p.value
-    assert Action(Post.WRITE.value) is Action.WRITE
+        assert PlanAction(p.value).value == p.value
+    assert PlanAction(Post.WRITE.value) is PlanAction.WRITE
 
 
 def test_owns_target_picture_needs_wrote_picture_same_record_and_known_equal_etag():

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from syncd.config import load_config
-from syncd.engine import RunOptions
 from syncd.errors import SyncdError
 from syncd.jobs import run_job
 from syncd.ledger import LedgerItem, item_from_row, item_row
 from syncd.matcher import MatchRule, normalize_key
+from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.sandbox.server import Sandbox
 from syncd.staging import RunStore, pack, unpack
