@@ -30,7 +30,6 @@ from syncd.http import ApiClient, PageGuard, Response
 from syncd.types import TargetKind, TargetPicture, TargetRow
 
 _ROW_ATTRIBUTES = frozenset({"id", "number", "displayName"})  # TargetRow attributes, not kept in fields
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ETAG = re.compile(r"[\x20-\x7e]{1,1024}")  # printable ASCII: it goes back into an If-Match header
 _MAX_DIMENSION = 100_000
 MAX_PICTURE_BYTES = 20_000_000  # a BC picture read back (after a 409); syncd writes ≤ picture.max_bytes
@@ -380,7 +379,3 @@ def _bad(on_bad: Callable[[str], None] | None, text: str) -> None:
     log.warning("malformed record skipped", detail=text)
     if on_bad is not None:
         on_bad(text)
-
-
-def is_guid(value: str) -> bool:
-    return bool(_GUID.match(value.strip()))

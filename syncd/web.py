@@ -13,7 +13,7 @@ Routes (``server.host:server.port``, default ``127.0.0.1:9464``):
 ``GET /status.json``           the same data as JSON: ``syncd status --json`` plus recent changes.
 ``GET /thumb/{id}/{side}``     a recent change's thumbnail, ``side`` = ``source`` or ``output``.
 
-The page and ``syncd status`` read the ledger through the same :func:`syncd.cli.status_data`, so they
+The page and ``syncd status`` read the ledger through the same :func:`syncd.status.status_data`, so they
 agree. Everything shown is escaped (:func:`html.escape`) and a strict Content-Security-Policy forbids
 scripts. No config values but mapping definitions, URLs' hosts and the ledger path are shown; secrets
 never live in the ledger.
@@ -51,6 +51,7 @@ from syncd.ledger import Ledger, RecentChange
 from syncd.metrics import CONTENT_TYPE, Metrics
 from syncd.secrets import Secret
 from syncd.servertext import clean
+from syncd.status import CompanyStatus, RunStatus, StatusData, status_data
 
 __all__ = [
     "Check",
@@ -136,14 +137,14 @@ class MappingRow:
     enabled: bool
     in_config: bool
     running: str | None  # mode of the run going on
-    last_run: dict[str, Any] | None  # a run from status_data()["runs"]
+    last_run: RunStatus | None  # a run from status_data()["runs"]
     next_incremental: datetime | None
     next_full: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
 class PageData:
-    status: dict[str, Any]  # syncd.cli.status_data()
+    status: StatusData  # syncd.status.status_data()
     readiness: Readiness
     mappings: list[MappingRow]
     recent: list[RecentChange]
@@ -153,16 +154,22 @@ class PageData:
 
 async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> PageData:
     """Read everything the page shows (the ledger through the same function as ``syncd status``)."""
-    from syncd.cli import status_data  # cli imports the world; keep web importable without it
-
     config, ledger = source.config, source.ledger
     readiness = await source.readiness()
+    status: StatusData
     if ledger is not None:
         status = await status_data(ledger, str(ledger.path))
         changes = await ledger.recent_changes(limit=recent)
     else:
         path = str(config.ledger) if config is not None else ""
-        status = {"ledger": path, "items": 0, "runs": [], "history": [], "issues": [], "companies": {}}
+        status = {
+            "ledger": path,
+            "items": 0,
+            "runs": [],
+            "history": [],
+            "issues": [],
+            "companies": {},
+        }
         changes = []
     last = {r["mapping"]: r for r in status["runs"]}
     running = source.running()
@@ -193,7 +200,7 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
                     name=name,
                     source="",
                     target="",
-                    company=str(run.get("company") or status["companies"].get(name, {}).get("company", "")),
+                    company=str(run["company"] or _bound_company(status["companies"].get(name))),
                     enabled=False,
                     in_config=False,
                     running=running.get(name),
@@ -204,6 +211,10 @@ async def gather_page(source: StatusSource, *, recent: int = RECENT_SHOWN) -> Pa
             )
     targets = {m.name: str(m.target) for m in configured}
     return PageData(status, readiness, rows, changes, datetime.now(UTC), targets)
+
+
+def _bound_company(bound: CompanyStatus | None) -> str:
+    return bound["company"] if bound else ""
 
 
 def _company_shown(configured: str, bound: Mapping[str, Any] | None) -> str:
@@ -380,7 +391,7 @@ def _mapping_rows(rows: Sequence[MappingRow]) -> str:
     width = len(_COUNT_COLUMNS) + 4
     body: list[str] = []
     for r in rows:
-        run = r.last_run or {}
+        run: Mapping[str, Any] = r.last_run or {}
         counts: Mapping[str, Any] = run.get("counts") or {}
         if r.running:
             outcome = _badge(f"running ({r.running})", "running")
