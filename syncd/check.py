@@ -45,7 +45,8 @@ from syncd.auth import (
     SOTicketAuth,
     SuperOfficeSystemUserAuth,
 )
-from syncd.businesscentral import CompanyDirectory
+from syncd.businesscentral import CompanyDirectory, location
+from syncd.businesscentral import probe_read as bc_probe_read
 from syncd.config import ApiLimits, Config
 from syncd.errors import ApiError, AuthError, ConfigError, ExitCode, SyncdError, UnreachableError
 from syncd.http import (
@@ -62,14 +63,14 @@ from syncd.http import (
 from syncd.jobs import SEVERITY
 from syncd.runtime import businesscentral_auth, superoffice_auth
 from syncd.servertext import for_terminal
-from syncd.superoffice import ID_COLUMN, LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE
+from syncd.superoffice import LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE, tenant_state_url
+from syncd.superoffice import probe_read as so_probe_read
 
 __all__ = ["CHECK_CONNECT_TIMEOUT", "CHECK_TIMEOUT", "Finding", "Section", "check_config", "run_check"]
 
 CHECK_TIMEOUT = 15.0  # seconds per request at most (the config may allow longer for real runs)
 CHECK_CONNECT_TIMEOUT = 10.0
 
-_SO_ENTITY = {"contact": "Contact", "person": "Person"}
 _SO_PLURAL = {"contact": "contacts", "person": "persons"}
 _EXIT_MEANING = {
     ExitCode.CONFIG: "configuration",
@@ -224,27 +225,6 @@ def _is_permission_problem(resp: Response) -> bool:
 # -- SuperOffice -------------------------------------------------------------------------------------
 
 
-SO_ONLINE_HOST = re.compile(r"(sod|qaonline|online)\d*\.superoffice\.com", re.IGNORECASE)
-
-
-def so_state_url(base_url: str, tenant: str, configured: str | None = None) -> str | None:
-    """Where the tenant status lives, or None where there is none to ask.
-
-    SuperOffice runs the service on its own online hosts only (``sod``, ``qaonline``, ``online``, see
-    superoffice-api.md): ``https://online3.superoffice.com/Cust1/api/v1`` →
-    ``https://online.superoffice.com/api/state/Cust1`` (load-balanced hosts answer on the environment's
-    main host). A reverse proxy, an onsite server or any other host has no ``/api/state``: nothing is
-    probed there (``superoffice.state_url`` names the service explicitly, e.g. for an emulator)."""
-    if configured:
-        return f"{configured.rstrip('/')}/{tenant}"
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and SO_ONLINE_HOST.fullmatch(host):
-        env = host.split(".")[0].rstrip("0123456789").lower()
-        return f"https://{env}.superoffice.com/api/state/{tenant}"
-    return None
-
-
 async def _check_superoffice(config: Config, out: list[Finding]) -> None:
     cfg = config.superoffice
     limits = _quick(cfg.limits)
@@ -253,7 +233,7 @@ async def _check_superoffice(config: Config, out: list[Finding]) -> None:
     async with new_session(connect_timeout=limits.connect_timeout) as session:
         auth = superoffice_auth(cfg, attempts=1, timeout=limits.timeout)
         api = ApiClient(api="superoffice", session=session, auth=auth, limits=limits, base_url=cfg.base_url)
-        state_url = so_state_url(cfg.base_url, tenant, cfg.state_url)
+        state_url = tenant_state_url(cfg.base_url, tenant, cfg.state_url)
         if online_tenant and state_url is not None:
             await _so_tenant_state(session, state_url, cfg.base_url, tenant, limits, out)
         if isinstance(auth, SuperOfficeSystemUserAuth):
@@ -364,13 +344,7 @@ async def _so_read(
     plural = _SO_PLURAL[kind]
     what = f"read {plural}"
     try:
-        resp = await api.request(
-            "GET",
-            f"{base_url}/{_SO_ENTITY[kind]}",
-            params={"$select": ID_COLUMN[kind], "$top": "1"},
-            allow=(401, 403, 404),
-            what=what,
-        )
+        resp = await so_probe_read(api, base_url, kind, allow=(401, 403, 404), what=what)
     except UnreachableError as exc:
         raise _unreachable(
             what,
@@ -482,22 +456,6 @@ def _so_unauthorized(auth: Auth, status: str) -> _Failed:
 # -- Business Central --------------------------------------------------------------------------------
 
 
-def bc_location(base_url: str) -> tuple[str | None, str | None]:
-    """(tenant, environment) named in a BC online base URL; None where the URL does not name one
-    (``/v2.0/{environment}/api/…`` takes the tenant from the token; on-premises names neither)."""
-    segments = [s for s in urlsplit(base_url).path.split("/") if s]
-    if "api" not in segments:
-        return None, None
-    before = segments[: len(segments) - 1 - segments[::-1].index("api")]
-    if before[:1] == ["v2.0"] and len(before) == 3:
-        return before[1], before[2]
-    if before[:1] == ["v2.0"] and len(before) == 2:
-        return None, before[1]
-    if before[:1] == ["v1.0"] and len(before) == 2:
-        return before[1], "production"
-    return None, None
-
-
 async def _check_businesscentral(config: Config, out: list[Finding]) -> None:
     cfg = config.businesscentral
     limits = _quick(cfg.limits)
@@ -513,10 +471,11 @@ async def _check_businesscentral(config: Config, out: list[Finding]) -> None:
         )
         if isinstance(auth, ClientCredentialsAuth):
             await _bc_token(session, auth, out)
-        await _bc_companies(api, cfg.base_url, out)
-        # Every company the mappings write to (one GET /companies for all), then the read permission
-        # per company and entity. Two mappings that reach one company's entity are refused like a run.
+        # Every company the mappings write to (the one GET /companies the directory keeps), then the read
+        # permission per company and entity. Two mappings that reach one company's entity are refused
+        # like a run.
         directory = CompanyDirectory(api, cfg.base_url)
+        await _bc_companies(directory, out)
         problems: list[Finding] = []
         resolved: dict[str, str] = {}  # company id → as configured
         owners: dict[tuple[str, str], str] = {}
@@ -579,11 +538,12 @@ def _short(value: str, keep: int = 8) -> str:
     return value if len(value) <= keep else value[:keep] + "…"
 
 
-async def _bc_companies(api: ApiClient, base_url: str, out: list[Finding]) -> None:
+async def _bc_companies(directory: CompanyDirectory, out: list[Finding]) -> None:
     what = "list companies"
-    url_tenant, environment = bc_location(base_url)
+    api, base_url = directory.api, directory.base_url
+    url_tenant, environment = location(base_url)
     try:
-        resp = await api.request("GET", f"{base_url}/companies", allow=(400, 401, 403, 404), what=what)
+        resp = await directory.probe(allow=(400, 401, 403, 404), what=what)
     except UnreachableError as exc:
         raise _unreachable(
             f"Business Central {what}",
@@ -682,13 +642,7 @@ def _bc_no_permission(auth: Auth, what: str, resp: Response) -> _Failed:
 async def _bc_read(api: ApiClient, base_url: str, company_id: str, kind: str) -> Finding:
     what = f"read {kind}"
     try:
-        resp = await api.request(
-            "GET",
-            f"{base_url}/companies({company_id})/{kind}",
-            params={"$top": "1", "$expand": "picture"},
-            allow=(400, 401, 403, 404),
-            what=what,
-        )
+        resp = await bc_probe_read(api, base_url, company_id, kind, allow=(400, 401, 403, 404), what=what)
     except UnreachableError as exc:
         return _unreachable(what, exc, "run the check again; the API answered a moment ago").finding
     if resp.status == 200:
