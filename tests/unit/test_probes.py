@@ -136,3 +136,12 @@ def test_bc_urls_are_built_in_one_place() -> None:
     assert businesscentral.entity_url(base, "c1", "items") == f"{base}/companies(c1)/items"
     assert businesscentral.entity_url(base, "c1", "items", "i9") == f"{base}/companies(c1)/items(i9)"
     assert businesscentral.location(base) == ("T1", "production")
+
+
+def test_the_clients_are_a_source_and_a_target() -> None:
+    from syncd.storage import Source, Target
+
+    api: Any = object()
+    assert isinstance(SuperOfficeClient(api, "https://so.example/Cust1/api/v1", max_image_bytes=1), Source)
+    assert isinstance(BusinessCentralClient(api, "https://bc.example/api/v2.0", "CRONUS"), Target)
+    assert not isinstance(BusinessCentralClient(api, "https://bc.example/api/v2.0", "CRONUS"), Source)
