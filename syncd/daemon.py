@@ -53,8 +53,9 @@ from syncd.metrics import Metrics
 from syncd.notify import Notifier, watchdog_loop
 from syncd.runtime import Runtime, open_runtime
 from syncd.scheduler import MappingScheduler, plan_jobs
+from syncd.statuspage import Check, Readiness
 from syncd.targets import check_owners
-from syncd.web import Check, Readiness, WebServer, ledger_writable
+from syncd.web import WebServer, ledger_writable
 
 __all__ = ["PROBE_TIMEOUT", "Daemon", "probe", "run_daemon"]
 
