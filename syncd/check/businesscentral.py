@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from syncd.auth import (
-    Auth,
-    BasicAuth,
-    BearerAuth,
-    ClientCredentialsAuth,
-)
-from syncd.businesscentral import CompanyDirectory, location
-from syncd.businesscentral import probe_read as bc_probe_read
+from syncd.auth import Auth, BasicAuth, BearerAuth, ClientCredentialsAuth
+from syncd.businesscentral import CompanyDirectory, location, probe_read
 from syncd.check.findings import (
     Failed,
     Finding,
@@ -28,11 +22,7 @@ from syncd.check.findings import (
 )
 from syncd.config import Config
 from syncd.errors import AuthError, ConfigError, ExitCode, UnreachableError
-from syncd.http import (
-    ApiClient,
-    Response,
-    new_session,
-)
+from syncd.http import ApiClient, Response, new_session
 from syncd.runtime import businesscentral_auth
 
 __all__ = ["check_businesscentral"]
@@ -226,7 +216,7 @@ def _bc_no_permission(auth: Auth, what: str, resp: Response) -> Failed:
 async def _bc_read(api: ApiClient, base_url: str, company_id: str, kind: str) -> Finding:
     what = f"read {kind}"
     try:
-        resp = await bc_probe_read(api, base_url, company_id, kind, allow=(400, 401, 403, 404), what=what)
+        resp = await probe_read(api, base_url, company_id, kind, allow=(400, 401, 403, 404), what=what)
     except UnreachableError as exc:
         return unreachable(what, exc, "run the check again; the API answered a moment ago").finding
     if resp.status == 200:

@@ -7,12 +7,7 @@ import re
 
 import aiohttp
 
-from syncd.auth import (
-    Auth,
-    BasicAuth,
-    SOTicketAuth,
-    SuperOfficeSystemUserAuth,
-)
+from syncd.auth import Auth, BasicAuth, SOTicketAuth, SuperOfficeSystemUserAuth
 from syncd.check.findings import (
     Failed,
     Finding,
@@ -36,8 +31,7 @@ from syncd.http import (
     read_body,
 )
 from syncd.runtime import superoffice_auth
-from syncd.superoffice import LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE, tenant_state_url
-from syncd.superoffice import probe_read as so_probe_read
+from syncd.superoffice import LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE, probe_read, tenant_state_url
 
 __all__ = ["check_superoffice"]
 
@@ -166,7 +160,7 @@ async def _so_read(
     plural = _SO_PLURAL[kind]
     what = f"read {plural}"
     try:
-        resp = await so_probe_read(api, base_url, kind, allow=(401, 403, 404), what=what)
+        resp = await probe_read(api, base_url, kind, allow=(401, 403, 404), what=what)
     except UnreachableError as exc:
         raise unreachable(
             what,
