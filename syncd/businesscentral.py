@@ -2,6 +2,9 @@
 
 Verbs (the engine knows nothing else about Business Central):
     resolve_company()              company name or id → company id
+    probe()                        reachable, signed in, the company exists (daemon readiness; ``syncd
+                                   check`` explains each failure with :func:`probe_read` and
+                                   :meth:`CompanyDirectory.probe`)
     list(kind, fields)             stream records with their picture (``$expand=picture``), following
                                    the absolute ``@odata.nextLink`` unchanged (server-driven paging)
     get_picture(kind, id)          one record's picture object (fresh etag)
@@ -21,7 +24,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import structlog
 
@@ -30,12 +33,67 @@ from syncd.http import ApiClient, PageGuard, Response
 from syncd.types import TargetKind, TargetPicture, TargetRow
 
 _ROW_ATTRIBUTES = frozenset({"id", "number", "displayName"})  # TargetRow attributes, not kept in fields
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ETAG = re.compile(r"[\x20-\x7e]{1,1024}")  # printable ASCII: it goes back into an If-Match header
 _MAX_DIMENSION = 100_000
 MAX_PICTURE_BYTES = 20_000_000  # a BC picture read back (after a 409); syncd writes ≤ picture.max_bytes
 
 log = structlog.get_logger("syncd.businesscentral")
+
+
+# -- where Business Central lives (one place for its URLs) --------------------------------------------
+
+
+def companies_url(base_url: str) -> str:
+    """The environment's company list under the API root ``base_url``."""
+    return f"{base_url}/companies"
+
+
+def entity_url(base_url: str, company_id: str, kind: str, record_id: str | None = None) -> str:
+    """The entity set ``kind`` (customers, items, …) of one company, or one record of it."""
+    url = f"{base_url}/companies({company_id})/{kind}"
+    return f"{url}({record_id})" if record_id else url
+
+
+def location(base_url: str) -> tuple[str | None, str | None]:
+    """(tenant, environment) named in a BC online base URL; None where the URL does not name one
+    (``/v2.0/{environment}/api/…`` takes the tenant from the token; on-premises names neither)."""
+    segments = [s for s in urlsplit(base_url).path.split("/") if s]
+    if "api" not in segments:
+        return None, None
+    before = segments[: len(segments) - 1 - segments[::-1].index("api")]
+    if before[:1] == ["v2.0"] and len(before) == 3:
+        return before[1], before[2]
+    if before[:1] == ["v2.0"] and len(before) == 2:
+        return None, before[1]
+    if before[:1] == ["v1.0"] and len(before) == 2:
+        return before[1], "production"
+    return None, None
+
+
+async def probe_read(
+    api: ApiClient, base_url: str, company_id: str, kind: str, *, allow: tuple[int, ...] = (), what: str
+) -> Response:
+    """Read one record of ``kind`` with its picture: proves the permission to read it (``syncd check``).
+
+    Statuses in ``allow`` come back as the response; others raise."""
+    return await api.request(
+        "GET",
+        entity_url(base_url, company_id, kind),
+        params={"$top": "1", "$expand": "picture"},
+        allow=allow,
+        what=what,
+    )
+
+
+def _company_rows(resp: Response) -> list[Any] | None:
+    """The ``value`` list of a company list reply, or None without one (ValueError: not JSON)."""
+    data = resp.json()
+    value = data.get("value") if isinstance(data, dict) else None
+    return value if isinstance(value, list) else None
+
+
+def _with_ids(rows: list[Any]) -> list[dict[str, Any]]:
+    return [c for c in rows if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]]
 
 
 class MalformedRecord(MalformedReplyError):
@@ -58,17 +116,28 @@ class CompanyDirectory:
     async def companies(self) -> list[dict[str, Any]]:
         async with self._lock:
             if self._companies is None:
-                resp = await self.api.request("GET", f"{self.base_url}/companies", what="list companies")
-                data = resp.json()
-                value = data.get("value") if isinstance(data, dict) else None
-                if not isinstance(value, list):
+                resp = await self.api.request("GET", companies_url(self.base_url), what="list companies")
+                value = _company_rows(resp)
+                if value is None:
                     raise MalformedReplyError(
                         "list companies: unexpected reply (no 'value' list)", status=resp.status
                     )
-                self._companies = [
-                    c for c in value if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]
-                ]
+                self._companies = _with_ids(value)
             return self._companies
+
+    async def probe(self, *, allow: tuple[int, ...] = (), what: str = "list companies") -> Response:
+        """``GET …/companies`` for ``syncd check``: statuses in ``allow`` come back for it to explain; a
+        good list is kept, so that resolving the companies afterwards costs no second request."""
+        async with self._lock:
+            resp = await self.api.request("GET", companies_url(self.base_url), allow=allow, what=what)
+            if resp.status == 200:
+                try:
+                    value = _company_rows(resp)
+                except ValueError:
+                    value = None
+                if value is not None:
+                    self._companies = _with_ids(value)
+            return resp
 
     async def resolve(self, company: str) -> tuple[str, str]:
         """``(id, name)`` of the company with this id, or else this name or display name (names compare
@@ -138,10 +207,14 @@ class BusinessCentralClient:
         self.company_id, self.company_name = await self.directory.resolve(self.company)
         return self.company_id
 
+    async def probe(self) -> str:
+        """Reachable, signed in, and the company exists: its id (``resolve_company``); raises the
+        client's error otherwise. What the daemon's readiness asks of Business Central."""
+        return await self.resolve_company()
+
     def _entity_url(self, kind: TargetKind, record_id: str | None = None) -> str:
         assert self.company_id, "resolve_company() first"
-        url = f"{self.base_url}/companies({self.company_id})/{kind}"
-        return f"{url}({record_id})" if record_id else url
+        return entity_url(self.base_url, self.company_id, kind, record_id)
 
     # -- listing --------------------------------------------------------------------------------
     async def list(
@@ -380,7 +453,3 @@ def _bad(on_bad: Callable[[str], None] | None, text: str) -> None:
     log.warning("malformed record skipped", detail=text)
     if on_bad is not None:
         on_bad(text)
-
-
-def is_guid(value: str) -> bool:
-    return bool(_GUID.match(value.strip()))

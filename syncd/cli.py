@@ -20,7 +20,6 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, nullcontext
-from typing import Any
 
 import structlog
 from rich.console import Console
@@ -34,6 +33,7 @@ from syncd.report import ProgressReporter, outcomes_json, print_plan, print_stat
 from syncd.run import RunOptions
 from syncd.runtime import open_runtime
 from syncd.servertext import for_terminal
+from syncd.status import status_data
 
 DEFAULT_CONFIG = "syncd.yaml"
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: not one of ours, so systemd restarts and timers retry
@@ -201,74 +201,6 @@ async def _status(config: Config, as_json: bool) -> int:
     else:
         print_status(Console(), data)
     return 0
-
-
-async def status_data(ledger: Any, path: str) -> dict[str, Any]:
-    """What `syncd status` and the status page show; JSON-able."""
-    runs = await ledger.last_runs(limit=500)  # enough to hold the latest run of every mapping
-    latest: dict[str, Any] = {}
-    for r in runs:
-        latest.setdefault(r.mapping, r)
-    issues = await ledger.list_issues()
-    companies = await ledger.companies()
-    return {
-        "ledger": path,
-        "items": await ledger.count_items(),
-        "runs": [_run_json(r) for r in latest.values()],
-        "history": [_run_json(r) for r in runs[:20]],
-        "issues": [_issue_json(i) for i in issues],
-        # the Business Central company each mapping's ledger rows describe
-        "companies": {
-            name: {"company": b.company, "company_id": b.company_id, "target": b.target_kind}
-            for name, b in companies.items()
-        },
-    }
-
-
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    from datetime import datetime
-
-    try:
-        return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 1)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-def _run_json(r: Any) -> dict[str, Any]:
-    counts = r.counts if isinstance(r.counts, dict) else json.loads(r.counts or "{}")
-    return {
-        "id": r.id,
-        "mapping": r.mapping,
-        "mode": r.mode,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "outcome": r.outcome,
-        "error": r.error,
-        "counts": counts,
-        "seconds": _seconds_between(r.started_at, r.finished_at),
-        "company": getattr(r, "company", None),
-        "change_detection": getattr(r, "change_detection", None),
-        "change_detection_note": getattr(r, "change_detection_note", None),
-        "change_detection_fell_back": fell_back(getattr(r, "change_detection_note", None)),
-    }
-
-
-def fell_back(note: str | None) -> bool:
-    """Whether a run's change-detection note says ``auto`` fell back to per-record ImageInfo."""
-    from syncd.fingerprints import FELL_BACK
-
-    return bool(note) and str(note).startswith(FELL_BACK)
-
-
-def _issue_json(i: Any) -> dict[str, Any]:
-    return {
-        "mapping": i.mapping,
-        "kind": i.kind,
-        "source": str(i.source_id),
-        "target": ", ".join(i.target_ids),
-        "key": i.key,
-        "detail": i.detail,
-    }
 
 
 async def _ledger(config: Config, args: argparse.Namespace) -> int:

@@ -53,16 +53,15 @@ from syncd.notify import Notifier, watchdog_loop
 from syncd.run import RunOptions
 from syncd.runtime import Runtime, open_runtime
 from syncd.scheduler import MappingScheduler, plan_jobs
-from syncd.superoffice import ID_COLUMN
+from syncd.statuspage import Check, Readiness
 from syncd.targets import check_owners
-from syncd.web import Check, Readiness, WebServer, ledger_writable
+from syncd.web import WebServer, ledger_writable
 
 __all__ = ["PROBE_TIMEOUT", "Daemon", "probe", "run_daemon"]
 
 log = structlog.get_logger("syncd.daemon")
 
 PROBE_TIMEOUT = 60.0  # seconds for the startup/reload probe; systemd's TimeoutStartSec= is 90 s
-_SO_ENTITY = {"contact": "Contact", "person": "Person"}
 
 
 def run_daemon(config: Config, *, config_path: str | os.PathLike[str]) -> int:
@@ -84,13 +83,8 @@ async def probe(rt: Runtime) -> None:
             enabled = [m for m in cfg.mappings if m.enabled]
             await check_owners(rt, enabled)
             if not enabled:  # still prove that Business Central accepts the credentials
-                await rt.target.resolve_company()
-            await rt.so_api.request(
-                "GET",
-                f"{cfg.superoffice.base_url}/{_SO_ENTITY[kind]}",
-                params={"$select": ID_COLUMN[kind], "$top": "1"},
-                what=f"SuperOffice: list one {kind}",
-            )
+                await rt.target.probe()
+            await rt.source.probe(kind)
     except TimeoutError:
         raise UnreachableError(
             f"the APIs did not answer within {PROBE_TIMEOUT:g}s",

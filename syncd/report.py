@@ -17,6 +17,7 @@ from rich.table import Table
 
 from syncd.jobs import MappingOutcome
 from syncd.servertext import clean, for_terminal
+from syncd.status import CompanyStatus, RunStatus, StatusData
 from syncd.types import Outcome
 
 SUMMARY_COLUMNS = [
@@ -128,7 +129,7 @@ def print_summary(
 
 
 def _listing(
-    console: Console, title: str, rows: list[tuple[str, str, str]], max_listed: int = MAX_LISTED
+    console: Console, title: str, rows: list[tuple[str, str, str | None]], max_listed: int = MAX_LISTED
 ) -> None:
     if not rows:
         return
@@ -193,23 +194,24 @@ def _entry(e: Any) -> dict[str, str]:
     }
 
 
-def print_status(console: Console, status: dict[str, Any]) -> None:
+def _bound_company(bound: CompanyStatus | None) -> str:
+    return bound["company"] if bound else ""
+
+
+def print_status(console: Console, status: StatusData) -> None:
     runs = status["runs"]
     table = Table(title="syncd — last run of each mapping", title_justify="left")
     table.add_column("")
     for run in runs:
         table.add_column(for_terminal(run["mapping"]), justify="right")
 
-    def cell(run: dict[str, Any], key: str) -> str:
+    def cell(run: RunStatus, key: str) -> str:
         return for_terminal(run.get("counts", {}).get(key, 0))
 
     companies = status.get("companies", {})
     table.add_row(
         "company",
-        *[
-            for_terminal(run.get("company") or companies.get(run["mapping"], {}).get("company", ""))
-            for run in runs
-        ],
+        *[for_terminal(run.get("company") or _bound_company(companies.get(run["mapping"]))) for run in runs],
     )
     table.add_row(
         "started (UTC)", *[for_terminal((run["started_at"] or "")[:19].replace("T", " ")) for run in runs]

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from syncd import superoffice
 from syncd.auth import (
     DEFAULT_TIMEOUT,
     BasicAuth,
@@ -68,7 +68,7 @@ def superoffice_auth(
         return SOTicketAuth(ticket=a.ticket, app_token=a.app_token)
     if isinstance(a, SOBearerAuth):
         return BearerAuth(token=a.token, app_token=a.app_token)
-    login_url = a.login_url or _default_so_login_url(cfg.base_url)
+    login_url = a.login_url or superoffice.login_url(cfg.base_url)
     return SuperOfficeSystemUserAuth(
         login_url=login_url,
         context_identifier=a.context_identifier or cfg.context_identifier,
@@ -81,20 +81,6 @@ def superoffice_auth(
         attempts=attempts,
         timeout=timeout,
     )
-
-
-def _default_so_login_url(base_url: str) -> str:
-    """``https://sod2.superoffice.com/Cust1/api/v1`` → ``https://sod.superoffice.com/login``.
-
-    Online tenants live on load-balanced hosts (sod2, online3…) while the login service is on the
-    environment's main host; onsite and sandbox installations serve ``/Login`` on their own host.
-    """
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    if host.endswith(".superoffice.com"):
-        env = host.split(".")[0].rstrip("0123456789")
-        return f"{parts.scheme}://{env}.superoffice.com/login"
-    return f"{parts.scheme}://{parts.netloc}/Login"
 
 
 def businesscentral_auth(

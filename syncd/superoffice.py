@@ -1,6 +1,8 @@
 """SuperOffice Web API client: the picture SOURCE.
 
 Verbs (vdirsyncer-style, the engine knows nothing else about SuperOffice):
+    probe(kind)             read one id: reachable, signed in, allowed to read (daemon readiness;
+                            ``syncd check`` uses :func:`probe_read` to explain each failure)
     list(kind, columns)     stream contacts or persons (slim archive rows), keyset-paged on the id
     picture_links(kind)     every picture link of the kind from the Dynamic archive provider, in pages:
                             one pass gives every record's picture fingerprint (syncd.fingerprints)
@@ -29,7 +31,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import structlog
 
@@ -39,7 +41,8 @@ from syncd.types import SourceKind, SourceRow
 
 log = structlog.get_logger("syncd.superoffice")
 
-_ENTITY = {"contact": "Contact", "person": "Person"}
+#: The Web API entity each source kind is read from: the one map of kind to SuperOffice entity.
+ENTITY = {"contact": "Contact", "person": "Person"}
 ID_COLUMN = {"contact": "contactId", "person": "personId"}
 UPDATED_COLUMN = {"contact": "updatedDate", "person": "personUpdatedDate"}
 IMAGE_ACCEPT = "image/png, image/jpeg, image/gif, image/tiff, image/*"
@@ -97,6 +100,67 @@ class PictureLink:
 log = structlog.get_logger("syncd.superoffice")
 
 
+# -- where SuperOffice lives (one place for its hosts and URLs) ---------------------------------------
+
+#: SuperOffice's own online hosts (``sod``, ``qaonline``, ``online``, load-balanced ones numbered).
+ONLINE_HOST = re.compile(r"(sod|qaonline|online)\d*\.superoffice\.com", re.IGNORECASE)
+
+
+def _environment(host: str) -> str:
+    """``sod2.superoffice.com`` → ``sod``: the environment's main host name (no load-balancer number)."""
+    return host.split(".")[0].rstrip("0123456789")
+
+
+def entity_url(base_url: str, kind: SourceKind | str) -> str:
+    """The Web API collection ``kind`` (contact, person) is read from, under ``base_url``."""
+    return f"{base_url}/{ENTITY[kind]}"
+
+
+def login_url(base_url: str) -> str:
+    """``https://sod2.superoffice.com/Cust1/api/v1`` → ``https://sod.superoffice.com/login``.
+
+    Online tenants live on load-balanced hosts (sod2, online3…) while the login service is on the
+    environment's main host; onsite and sandbox installations serve ``/Login`` on their own host.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if host.endswith(".superoffice.com"):
+        return f"{parts.scheme}://{_environment(host)}.superoffice.com/login"
+    return f"{parts.scheme}://{parts.netloc}/Login"
+
+
+def tenant_state_url(base_url: str, tenant: str, configured: str | None = None) -> str | None:
+    """Where the tenant status lives, or None where there is none to ask.
+
+    SuperOffice runs the service on its own online hosts only (``sod``, ``qaonline``, ``online``, see
+    superoffice-api.md): ``https://online3.superoffice.com/Cust1/api/v1`` →
+    ``https://online.superoffice.com/api/state/Cust1`` (load-balanced hosts answer on the environment's
+    main host). A reverse proxy, an onsite server or any other host has no ``/api/state``: nothing is
+    probed there (``superoffice.state_url`` names the service explicitly, e.g. for an emulator)."""
+    if configured:
+        return f"{configured.rstrip('/')}/{tenant}"
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and ONLINE_HOST.fullmatch(host):
+        return f"https://{_environment(host).lower()}.superoffice.com/api/state/{tenant}"
+    return None
+
+
+async def probe_read(
+    api: ApiClient, base_url: str, kind: SourceKind | str, *, allow: tuple[int, ...] = (), what: str
+) -> Response:
+    """Read one id of ``kind``: proves reachability, sign-in and read rights (``syncd check``, readiness).
+
+    Statuses in ``allow`` come back as the response (``syncd check`` explains them); others raise."""
+    return await api.request(
+        "GET",
+        entity_url(base_url, kind),
+        params={"$select": ID_COLUMN[kind], "$top": "1"},
+        allow=allow,
+        what=what,
+    )
+
+
 class NoPicture(enum.Enum):
     """What ``…/Image`` said instead of sending bytes. Only :attr:`CONFIRMED` is a positive blank signal
     (one that may clear a Business Central picture); the engine checks :attr:`confirmed`."""
@@ -120,6 +184,10 @@ class SuperOfficeClient:
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path}"
+
+    async def probe(self, kind: SourceKind) -> None:
+        """Read one id of ``kind``: reachable, signed in, allowed to read; raises the client's error."""
+        await probe_read(self.api, self.base_url, kind, what=f"SuperOffice: list one {kind}")
 
     @property
     def _top(self) -> int:
@@ -177,7 +245,7 @@ class SuperOfficeClient:
                 "$top": str(self._top),
             }
 
-        pages = self._pages(self._url(_ENTITY[kind]), params, f"list {kind}s")
+        pages = self._pages(self._url(ENTITY[kind]), params, f"list {kind}s")
         last = 0
         rows = await anext(pages, None)
         while rows is not None:
@@ -257,7 +325,7 @@ class SuperOfficeClient:
     async def _image_info(self, kind: SourceKind, entity_id: int) -> Mapping[str, Any] | None:
         resp = await self.api.request(
             "GET",
-            self._url(f"{_ENTITY[kind]}/{entity_id}/ImageInfo"),
+            self._url(f"{ENTITY[kind]}/{entity_id}/ImageInfo"),
             headers={"Accept": "application/json"},
             what=f"{kind} {entity_id} ImageInfo",
         )
@@ -286,7 +354,7 @@ class SuperOfficeClient:
         try:
             resp = await self.api.request(
                 "GET",
-                self._url(f"{_ENTITY[kind]}/{entity_id}/Image"),
+                self._url(f"{ENTITY[kind]}/{entity_id}/Image"),
                 headers={"Accept": IMAGE_ACCEPT},
                 max_bytes=self.max_image_bytes,
                 allow=(204,),

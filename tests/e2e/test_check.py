@@ -23,13 +23,14 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from syncd.check import bc_location, so_state_url
+from syncd.businesscentral import location as bc_location
 from syncd.sandbox.server import SANDBOX_BC_CLIENT_ID, SANDBOX_BC_CLIENT_SECRET, Sandbox
 from syncd.sandbox.superoffice import (
     SANDBOX_SO_APP_TOKEN,
     SANDBOX_SO_PASSWORD,
     SANDBOX_SO_SYSTEM_USER_TOKEN,
 )
+from syncd.superoffice import tenant_state_url as so_state_url
 from tests.support.config import FAST_LIMITS, merge
 from tests.support.e2e import Result, syncd
 

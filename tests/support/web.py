@@ -15,7 +15,7 @@ from PIL import Image
 from syncd.config import Config, parse_config
 from syncd.ledger import Ledger
 from syncd.metrics import Metrics
-from syncd.web import Check, Readiness
+from syncd.statuspage import Check, Readiness
 
 EVIL = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 SO_PASSWORD = "so-password-never-shown"

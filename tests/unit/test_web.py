@@ -12,11 +12,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.cli import status_data
 from syncd.ledger import Issue, Ledger
 from syncd.metrics import Metrics
+from syncd.status import status_data
+from syncd.statuspage import Check
 from syncd.types import Outcome
-from syncd.web import Check, make_app
+from syncd.web import make_app
 from tests.support.web import BC_SECRET, EVIL, SO_PASSWORD, FakeSource, jpeg, make_config
 
 Client = TestClient[web.Request, web.Application]
