@@ -30,7 +30,7 @@ from syncd.errors import (
     SyncdError,
     UnreachableError,
 )
-from syncd.ledger import LedgerItem, item_from_row
+from syncd.ledger import LedgerItem
 from syncd.pool import FailureStreak, Pool, give_up_after
 from syncd.run import RunContext, Work, pending_marker, plan_entry, sha256, target_label, target_state
 from syncd.staging import Planned, RunStore
@@ -53,7 +53,7 @@ async def sha256_off_loop(data: bytes) -> str:
 
 def work_of(p: Planned) -> Work:
     """Phase A's decision for one pair, with the ledger row it saw, as phase B takes it."""
-    item = item_from_row(p.item) if p.item else None
+    item = LedgerItem.from_row(p.item) if p.item else None
     return Work(p.pair, item, p.fingerprint, target_state(p.pair.target.picture), Pre(p.action))
 
 

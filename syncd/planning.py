@@ -21,7 +21,7 @@ from syncd import transitions
 from syncd.decisions import FINGERPRINT_UNAVAILABLE, Policy, Pre, SourceState, decide_before_fetch
 from syncd.errors import ApiError, PermissionDeniedError, UnreachableError
 from syncd.fingerprints import Fingerprints
-from syncd.ledger import LedgerItem, item_row, same_but_checked
+from syncd.ledger import ItemRow, LedgerItem, same_but_checked
 from syncd.matcher import Pair
 from syncd.pool import FailureStreak, Pool, give_up_after
 from syncd.run import (
@@ -90,16 +90,16 @@ async def plan(
         )
         if work is None or ctx.stop.is_set() or ctx.past_deadline():
             return None
-        rows: list[tuple[int, tuple[Any, ...] | None]] = []
-        planned: list[tuple[int, str, str | None, tuple[Any, ...] | None]] = []
+        rows: list[tuple[int, ItemRow | None]] = []
+        planned: list[tuple[int, str, str | None, ItemRow | None]] = []
         for w in work:
             if w.known_broken or w.action not in (Pre.FETCH, Pre.CLEAR):
-                values = item_row(settle(ctx, w, settled))
+                values = settle(ctx, w, settled).to_row()
                 before = stored.get(w.pair.source.id)  # None: the row stays as it is, but for checked_at
-                same = before is not None and same_but_checked(item_row(before), values)
+                same = before is not None and same_but_checked(before.to_row(), values)
                 rows.append((w.pair.source.id, None if same else values))
             else:
-                item = item_row(w.item) if w.item else None
+                item = w.item.to_row() if w.item else None
                 planned.append((w.pair.source.id, w.action.value, w.fingerprint, item))
         await store.add_settled(rows)
         await store.add_plan(planned)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from syncd.ledger import Issue, Ledger, LedgerItem
+from syncd.ledger import Issue, ItemRow, Ledger, LedgerItem
 
 
 class RunLedger(Protocol):
@@ -32,7 +32,7 @@ class RunLedger(Protocol):
         self, mapping: str, source_kind: str, source_ids: Iterable[int]
     ) -> dict[int, LedgerItem]: ...
     async def record(self, item: LedgerItem) -> None: ...
-    async def record_rows(self, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def record_rows(self, rows: Sequence[ItemRow]) -> None: ...
     async def set_checked(
         self, mapping: str, source_kind: str, source_ids: Sequence[int], when: str
     ) -> None: ...
@@ -91,7 +91,7 @@ class DryRunLedger:
     async def record(self, item: LedgerItem) -> None:
         pass
 
-    async def record_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+    async def record_rows(self, rows: Sequence[ItemRow]) -> None:
         pass
 
     async def set_checked(self, mapping: str, source_kind: str, source_ids: Sequence[int], when: str) -> None:

@@ -21,10 +21,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from syncd import matcher
 from syncd.errors import SyncdError
+from syncd.ledger.rows import ItemRow
 from syncd.matcher import MatchRule, Pair, Problem
 from syncd.types import SourceKind, SourceRow, TargetKind, TargetPicture, TargetRow
 
@@ -42,19 +43,62 @@ CREATE TABLE picture (source_id INTEGER PRIMARY KEY, rank INTEGER NOT NULL, link
                       blob_id INTEGER NOT NULL, fingerprint TEXT NOT NULL);
 """
 
-# A pair as _pair() reads it: columns 0-10 (phase B's query puts three plan columns before them).
-_SELECT_PAIRS = """
-SELECT p.source_id, p.key, sd.updated, t.id, t.number,
-       td.has_picture, td.etag, td.width, td.height, td.content_type, td.edit_link
+_PAIR_COLUMNS = """p.source_id, p.key, sd.updated, t.id AS target_id, t.number AS target_number,
+       td.has_picture, td.etag, td.width, td.height, td.content_type, td.edit_link"""
+_SELECT_PAIRS = f"""
+SELECT {_PAIR_COLUMNS}
 FROM pair p JOIN target t ON t.n = p.target_n LEFT JOIN target_data td ON td.n = p.target_n
      LEFT JOIN source_data sd ON sd.id = p.source_id
-WHERE p.source_id > ? ORDER BY p.source_id LIMIT ?"""
-_SELECT_PLANNED = """
-SELECT pl.action, pl.fingerprint, pl.item, p.source_id, p.key, sd.updated, t.id, t.number,
-       td.has_picture, td.etag, td.width, td.height, td.content_type, td.edit_link
+WHERE p.source_id > ? ORDER BY p.source_id LIMIT ?"""  # noqa: S608 - column names, no values
+_SELECT_PLANNED = f"""
+SELECT {_PAIR_COLUMNS}, pl.action, pl.fingerprint, pl.item
 FROM plan pl CROSS JOIN pair p ON p.source_id = pl.source_id JOIN target t ON t.n = p.target_n
      LEFT JOIN target_data td ON td.n = p.target_n LEFT JOIN source_data sd ON sd.id = p.source_id
-WHERE pl.source_id > ? ORDER BY pl.source_id LIMIT ?"""
+WHERE pl.source_id > ? ORDER BY pl.source_id LIMIT ?"""  # noqa: S608 - column names, no values
+_SELECT_SETTLED = "SELECT source_id, item FROM settled WHERE source_id > ? ORDER BY source_id LIMIT ?"
+
+
+class _PairColumns(NamedTuple):
+    """A row of :data:`_SELECT_PAIRS`, by name."""
+
+    source_id: int
+    key: str
+    updated: str | None
+    target_id: str
+    target_number: str
+    has_picture: int
+    etag: str | None
+    width: int  # width, height and content_type are read only when has_picture
+    height: int
+    content_type: str
+    edit_link: str | None
+
+
+class _PlannedColumns(NamedTuple):
+    """A row of :data:`_SELECT_PLANNED`, by name: the pair's columns, then the plan's."""
+
+    source_id: int
+    key: str
+    updated: str | None
+    target_id: str
+    target_number: str
+    has_picture: int
+    etag: str | None
+    width: int  # width, height and content_type are read only when has_picture
+    height: int
+    content_type: str
+    edit_link: str | None
+    action: str
+    fingerprint: str | None
+    item: bytes | None
+
+
+class _SettledColumns(NamedTuple):
+    source_id: int
+    item: bytes | None
+
+
+Keyed = TypeVar("Keyed", _PairColumns, _PlannedColumns, _SettledColumns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +108,7 @@ class Planned:
     pair: Pair
     action: str
     fingerprint: str | None
-    item: tuple[Any, ...] | None  # the ledger row phase A saw, as given to add_plan (None: a first sync)
+    item: ItemRow | None  # the ledger row phase A saw, as given to add_plan (None: a first sync)
 
 
 class RunStore:
@@ -172,15 +216,15 @@ class RunStore:
     # -- pairs and plan ---------------------------------------------------------------------------
     async def pairs(self, limit: int = CHUNK) -> AsyncIterator[list[Pair]]:
         """Every pair, by source id, ``limit`` at a time."""
-        async for rows in self._pages(_SELECT_PAIRS, limit, key=0):
+        async for rows in self._pages(_SELECT_PAIRS, _PairColumns, limit):
             yield [self._pair(r) for r in rows]
 
-    async def add_plan(self, rows: Sequence[tuple[int, str, str | None, Sequence[Any] | None]]) -> None:
+    async def add_plan(self, rows: Sequence[tuple[int, str, str | None, ItemRow | None]]) -> None:
         """Phase B's items: (source id, action, fingerprint, ledger row or None) per pair."""
         packed = [(sid, action, fp, None if row is None else pack(row)) for sid, action, fp, row in rows]
         await self._call(self._insert, "INSERT OR REPLACE INTO plan VALUES (?, ?, ?, ?)", packed)
 
-    async def add_settled(self, rows: Sequence[tuple[int, Sequence[Any] | None]]) -> None:
+    async def add_settled(self, rows: Sequence[tuple[int, ItemRow | None]]) -> None:
         """Ledger rows phase A settled, to record once the run's safety checks pass: (source id, row),
         row None for an item whose row stays as it is but for the time it was checked."""
         packed = [(sid, None if row is None else pack(row)) for sid, row in rows]
@@ -198,27 +242,24 @@ class RunStore:
 
     async def planned(self, limit: int = CHUNK) -> AsyncIterator[list[Planned]]:
         """Phase B's items with their pairs, by source id, ``limit`` at a time."""
-        async for rows in self._pages(_SELECT_PLANNED, limit, key=3):
-            yield [
-                Planned(self._pair(r[3:]), r[0], r[1], None if r[2] is None else unpack(r[2])) for r in rows
-            ]
+        async for rows in self._pages(_SELECT_PLANNED, _PlannedColumns, limit):
+            yield [Planned(self._pair(r), r.action, r.fingerprint, _item(r.item)) for r in rows]
 
-    async def settled(self, limit: int) -> AsyncIterator[list[tuple[int, tuple[Any, ...] | None]]]:
+    async def settled(self, limit: int) -> AsyncIterator[list[tuple[int, ItemRow | None]]]:
         """The settled (source id, ledger row or None) as added, by source id, ``limit`` at a time."""
-        sql = "SELECT source_id, item FROM settled WHERE source_id > ? ORDER BY source_id LIMIT ?"
-        async for rows in self._pages(sql, limit, key=0):
-            yield [(r[0], None if r[1] is None else unpack(r[1])) for r in rows]
+        async for rows in self._pages(_SELECT_SETTLED, _SettledColumns, limit):
+            yield [(r.source_id, _item(r.item)) for r in rows]
 
-    async def _pages(self, sql: str, limit: int, key: int) -> AsyncIterator[list[Any]]:
-        """Rows of ``sql`` (parameters: after, limit) a page at a time; column ``key`` is the source id
-        the pages are keyed by. The next page is read while the caller works on this one."""
+    async def _pages(self, sql: str, columns: type[Keyed], limit: int) -> AsyncIterator[list[Keyed]]:
+        """Rows of ``sql`` (parameters: after, limit) a page at a time, keyed by their ``source_id``.
+        The next page is read while the caller works on this one."""
 
-        def page(after: int) -> list[Any]:
-            return self._db.execute(sql, (after, limit)).fetchall()
+        def page(after: int) -> list[Keyed]:
+            return [columns._make(r) for r in self._db.execute(sql, (after, limit))]
 
         rows = await self._call(page, -1)
         while rows:
-            following = asyncio.ensure_future(self._call(page, rows[-1][key]))
+            following = asyncio.ensure_future(self._call(page, rows[-1].source_id))
             try:
                 yield rows
             except BaseException:
@@ -258,11 +299,17 @@ class RunStore:
         rows = await self._call(lambda: self._db.execute(sql, (n,)).fetchall())
         return sorted(int(r[0]) for r in rows)
 
-    def _pair(self, r: Sequence[Any]) -> Pair:
+    def _pair(self, r: _PairColumns | _PlannedColumns) -> Pair:
         """A pair as the engine uses it: ids, number, updated date and picture (no listed columns)."""
-        picture = TargetPicture(r[6], r[7], r[8], r[9], r[10]) if r[5] else None
-        target = TargetRow(self.target_kind, r[3], r[4], "", {}, picture)
-        return Pair(SourceRow(self.source_kind, r[0], {}, r[2]), target, r[1])
+        picture = (
+            TargetPicture(r.etag, r.width, r.height, r.content_type, r.edit_link) if r.has_picture else None
+        )
+        target = TargetRow(self.target_kind, r.target_id, r.target_number, "", {}, picture)
+        return Pair(SourceRow(self.source_kind, r.source_id, {}, r.updated), target, r.key)
+
+
+def _item(packed: bytes | None) -> ItemRow | None:
+    return None if packed is None else ItemRow._make(unpack(packed))
 
 
 def pack(row: Sequence[Any]) -> bytes:

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import syncd.ledger as ledger_module
+import syncd.ledger.schema as schema_module
+import syncd.ledger.store as store_module
 from syncd.errors import ConfigError
 from syncd.ledger import (
     SCHEMA_VERSION,
@@ -216,7 +218,7 @@ async def test_unknown_run_mode_or_outcome_is_rejected(ledger: Ledger):
 
 
 async def test_run_history_is_pruned_per_mapping(ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(ledger_module, "KEEP_RUNS", 3)
+    monkeypatch.setattr(store_module, "KEEP_RUNS", 3)
     other = await ledger.start_run("vendors", "full")
     await ledger.finish_run(other, {}, "ok")
     for _ in range(5):
@@ -418,17 +420,17 @@ async def test_ledger_from_a_newer_syncd_is_refused(path: Path):
 async def test_pending_migrations_are_applied_in_one_transaction(path: Path, monkeypatch: pytest.MonkeyPatch):
     async with Ledger.open(path) as current:
         await current.record(item(1))
-    real = ledger_module.MIGRATIONS
+    real = schema_module.MIGRATIONS
     failing = (*real, ("ALTER TABLE items ADD COLUMN note TEXT", "THIS IS NOT SQL"))
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", failing)
-    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", len(failing))
+    monkeypatch.setattr(schema_module, "MIGRATIONS", failing)
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", len(failing))
     with pytest.raises(ConfigError):
         await Ledger.open(path)
     with sqlite3.connect(path) as raw:  # nothing of the failed step stuck
         assert raw.execute("PRAGMA user_version").fetchone()[0] == len(real)
         assert "note" not in {r[1] for r in raw.execute("PRAGMA table_info(items)")}
     working = (*real, ("ALTER TABLE items ADD COLUMN note TEXT",))
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", working)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", working)
     async with Ledger.open(path) as upgraded:
         assert await upgraded.count_items() == 1
     with sqlite3.connect(path) as raw:

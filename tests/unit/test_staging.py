@@ -13,7 +13,7 @@ import pytest
 from syncd.config import load_config
 from syncd.errors import SyncdError
 from syncd.jobs import run_job
-from syncd.ledger import LedgerItem, item_from_row, item_row
+from syncd.ledger import LedgerItem
 from syncd.matcher import MatchRule, normalize_key
 from syncd.run import RunOptions
 from syncd.runtime import open_runtime
@@ -86,13 +86,13 @@ async def test_plan_and_settled_rows_come_back_as_they_went_in() -> None:
         error="naïve ✓",
         attempts=2,
     )
-    assert item_from_row(unpack(pack(item_row(item)))) == item
+    assert LedgerItem.from_row(unpack(pack(item.to_row()))) == item
     async with RunStore.open(RULE, "contact", "customers") as store:
         await store.add_targets([tgt(f"g{i}", f"C{i}") for i in range(1, 6)])
         await store.add_sources([src(i, f"C{i}") for i in range(1, 6)])
         await store.match()
-        await store.add_plan([(4, "fetch", "fp4", item_row(item)), (2, "clear", None, None)])
-        await store.add_settled([(5, item_row(item)), (3, None), (1, item_row(item))])
+        await store.add_plan([(4, "fetch", "fp4", item.to_row()), (2, "clear", None, None)])
+        await store.add_settled([(5, item.to_row()), (3, None), (1, item.to_row())])
         assert await store.count_plan() == 2 and await store.count_plan("clear") == 1
         planned = [p async for page in store.planned(limit=1) for p in page]
         settled = [r async for page in store.settled(limit=1) for r in page]
@@ -101,8 +101,8 @@ async def test_plan_and_settled_rows_come_back_as_they_went_in() -> None:
         (4, "g4", "fetch", "fp4"),
     ]
     assert planned[0].item is None and planned[1].item is not None
-    assert item_from_row(planned[1].item) == item
-    assert [(sid, r and item_from_row(r)) for sid, r in settled] == [(1, item), (3, None), (5, item)]
+    assert LedgerItem.from_row(planned[1].item) == item
+    assert [(sid, r and LedgerItem.from_row(r)) for sid, r in settled] == [(1, item), (3, None), (5, item)]
 
 
 def reference_join(
