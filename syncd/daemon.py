@@ -50,46 +50,21 @@ from syncd.jobs import MappingOutcome, run_mapping_locked
 from syncd.ledger import Ledger
 from syncd.metrics import Metrics
 from syncd.notify import Notifier, watchdog_loop
+from syncd.readiness import probe
 from syncd.run import RunOptions
 from syncd.runtime import Runtime, open_runtime
 from syncd.scheduler import MappingScheduler, plan_jobs
 from syncd.statuspage import Check, Readiness
-from syncd.targets import check_owners
 from syncd.web import WebServer, ledger_writable
 
-__all__ = ["PROBE_TIMEOUT", "Daemon", "probe", "run_daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 log = structlog.get_logger("syncd.daemon")
-
-PROBE_TIMEOUT = 60.0  # seconds for the startup/reload probe; systemd's TimeoutStartSec= is 90 s
 
 
 def run_daemon(config: Config, *, config_path: str | os.PathLike[str]) -> int:
     """Run the daemon until SIGTERM/SIGINT; the process exit code (0 after a clean stop)."""
     return asyncio.run(Daemon(config, config_path=config_path).run())
-
-
-async def probe(rt: Runtime) -> None:
-    """Authenticate and read a little on both sides: the BC company and one SuperOffice row.
-
-    Raises the client's :class:`SyncdError` (``AuthError``, ``UnreachableError``, ``ConfigError`` for
-    an unknown company, ...) or :class:`UnreachableError` after :data:`PROBE_TIMEOUT` seconds.
-    """
-    cfg = rt.config
-    kind = next((m.source for m in cfg.mappings if m.enabled), cfg.mappings[0].source)
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            # every company found (one GET /companies for all), and no two mappings owning one record
-            enabled = [m for m in cfg.mappings if m.enabled]
-            await check_owners(rt, enabled)
-            if not enabled:  # still prove that Business Central accepts the credentials
-                await rt.target.probe()
-            await rt.source.probe(kind)
-    except TimeoutError:
-        raise UnreachableError(
-            f"the APIs did not answer within {PROBE_TIMEOUT:g}s",
-            hint="check the base URLs and the network; `syncd check` tells which side",
-        ) from None
 
 
 @dataclass(eq=False)
