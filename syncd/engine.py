@@ -20,9 +20,9 @@ Phase B (writes)     the settled rows are recorded (a transaction per 2,000); th
                      ``If-Match``, and commit each item's ledger row at once (:mod:`syncd.transitions`).
                      A picture is cleared only on a positive blank signal, never on a 404.
 
-``--dry-run`` makes the target read-only and the ledger untouched (:class:`syncd.runledger.DryRunLedger`
-records nothing): writes and clears become plan entries. Budgets (``max_items_per_run``,
-``max_runtime``) and a stop request end phase B cleanly.
+``--dry-run`` makes the target read-only (:class:`syncd.storage.ReadOnlyTarget` refuses a write) and the
+ledger untouched (:class:`syncd.runledger.DryRunLedger` records nothing): writes and clears become plan
+entries. Budgets (``max_items_per_run``, ``max_runtime``) and a stop request end phase B cleanly.
 What the steps share is a :class:`syncd.run.RunContext`.
 """
 
@@ -36,7 +36,6 @@ from typing import Any
 import structlog
 
 from syncd import planning
-from syncd.businesscentral import BusinessCentralClient
 from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
 from syncd.decisions import Policy, Pre
@@ -56,7 +55,7 @@ from syncd.run import (
 )
 from syncd.runledger import DryRunLedger
 from syncd.staging import CHUNK, RunStore
-from syncd.superoffice import SuperOfficeClient
+from syncd.storage import ReadOnlyTarget, Source, Target
 from syncd.types import Outcome, PlanAction, RunOutcome, SourceKind
 
 log = structlog.get_logger("syncd.engine")
@@ -72,11 +71,11 @@ class Engine:
         self,
         *,
         config: Config,
-        source: SuperOfficeClient,
-        target: BusinessCentralClient,
+        source: Source,
+        target: Target,
         ledger: Ledger | None,
         normalizer: Normalizer,
-        targets: Mapping[str, BusinessCentralClient] | None = None,  # by mapping name (its company)
+        targets: Mapping[str, Target] | None = None,  # by mapping name (its company)
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: asyncio.Event | None = None,
@@ -98,13 +97,14 @@ class Engine:
 
     def _context(self, mapping: MappingConfig, options: RunOptions, result: RunResult) -> RunContext:
         max_runtime = self.config.limits.max_runtime
+        target = self.targets.get(mapping.name, self.target)  # the client of the mapping's company
         return RunContext(
             config=self.config,
             mapping=mapping,
             options=options,
             result=result,
             source=self.source,
-            target=self.targets.get(mapping.name, self.target),  # the client of the mapping's company
+            target=ReadOnlyTarget(target) if options.dry_run else target,
             ledger=DryRunLedger(self.ledger) if options.dry_run and self.ledger else self.ledger,
             normalizer=self.normalizer,
             reporter=self.reporter,

@@ -42,7 +42,8 @@ import structlog
 from syncd.decisions import FINGERPRINT_UNAVAILABLE
 from syncd.errors import ApiError, NotFoundError, SyncdError, UnreachableError
 from syncd.staging import RunStore
-from syncd.superoffice import IncompletePass, SuperOfficeClient
+from syncd.storage import Source
+from syncd.superoffice import IncompletePass
 from syncd.types import SourceKind
 
 __all__ = [
@@ -83,7 +84,7 @@ class PerRecordFingerprints:
 
     strategy: Strategy = "per_record"
 
-    def __init__(self, client: SuperOfficeClient) -> None:
+    def __init__(self, client: Source) -> None:
         self.client = client
 
     async def known(self, ids: Sequence[int]) -> Mapping[int, str | None]:
@@ -103,7 +104,7 @@ class BulkFingerprints(PerRecordFingerprints):
 
     strategy: Strategy = "bulk"
 
-    def __init__(self, client: SuperOfficeClient, store: RunStore) -> None:
+    def __init__(self, client: Source, store: RunStore) -> None:
         super().__init__(client)
         self.store = store
 
@@ -143,7 +144,7 @@ async def choose(
     *,
     mapping: str,
     kind: SourceKind,
-    client: SuperOfficeClient,
+    client: Source,
     store: RunStore,
     verify: bool,
     concurrency: int = 4,
@@ -175,7 +176,7 @@ async def choose(
     return Choice(BulkFingerprints(client, store), note=note)
 
 
-async def _pass(client: SuperOfficeClient, store: RunStore, kind: SourceKind) -> int:
+async def _pass(client: Source, store: RunStore, kind: SourceKind) -> int:
     """Read every picture link of ``kind`` into the store; the number of links. Raises _Unusable when
     the provider is not available or the pass did not complete."""
     count = 0
@@ -198,7 +199,7 @@ async def _pass(client: SuperOfficeClient, store: RunStore, kind: SourceKind) ->
     return count
 
 
-async def _verify(client: SuperOfficeClient, store: RunStore, kind: SourceKind, concurrency: int) -> str:
+async def _verify(client: Source, store: RunStore, kind: SourceKind, concurrency: int) -> str:
     """Compare up to SAMPLE records (about half with a picture in the pass, half without) with
     ImageInfo: presence and blob id must agree. Raises _Unusable at the first disagreement."""
     with_picture = await store.sample_sources((SAMPLE + 1) // 2, with_picture=True)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from syncd import imaging, transitions
-from syncd.businesscentral import BusinessCentralClient
 from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
 from syncd.decisions import Pre, TargetState
@@ -30,7 +29,7 @@ from syncd.errors import SafetyStop
 from syncd.ledger import LedgerItem
 from syncd.matcher import Pair, Problem
 from syncd.runledger import RunLedger
-from syncd.superoffice import SuperOfficeClient
+from syncd.storage import Source, Target
 from syncd.types import Outcome, PlanAction, RunCounts, RunOutcome, TargetPicture
 
 T = TypeVar("T")
@@ -133,8 +132,8 @@ class RunContext:
     mapping: MappingConfig
     options: RunOptions
     result: RunResult
-    source: SuperOfficeClient
-    target: BusinessCentralClient  # the client of the company this mapping writes to
+    source: Source
+    target: Target  # the client of the company this mapping writes to
     ledger: RunLedger | None  # a DryRunLedger in a dry run: it records nothing
     normalizer: Normalizer
     reporter: Reporter

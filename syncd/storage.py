@@ -51,8 +51,15 @@ class Source(Protocol):
 class Target(Protocol):
     """Where pictures go: one company's records, each with at most one picture."""
 
-    company_id: str | None
-    company_name: str | None
+    @property
+    def company_id(self) -> str | None:
+        """The company's id once resolved."""
+        ...
+
+    @property
+    def company_name(self) -> str | None:
+        """The company's name once resolved."""
+        ...
 
     async def probe(self) -> str:
         """Reachable, signed in, the company exists: its id; raises the client's error otherwise."""
@@ -87,6 +94,54 @@ class Target(Protocol):
         ...
 
 
+class DryRunWriteError(AssertionError):
+    """A dry run reached a write: a bug in syncd, refused before anything was sent."""
+
+
+class ReadOnlyTarget:
+    """A :class:`Target` for ``--dry-run``: reads go to the real target, a write raises
+    :class:`DryRunWriteError` instead of reaching Business Central. The run stops before its writes and
+    lists them in its plan; this makes "a dry run changes nothing" a property of the target, not of every
+    branch that might write."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+
+    @property
+    def company_id(self) -> str | None:
+        return self._target.company_id
+
+    @property
+    def company_name(self) -> str | None:
+        return self._target.company_name
+
+    async def probe(self) -> str:
+        return await self._target.probe()
+
+    async def resolve_company(self) -> str:
+        return await self._target.resolve_company()
+
+    def list(
+        self, kind: TargetKind, fields: Sequence[str], *, on_bad: Callable[[str], None] | None = None
+    ) -> AsyncIterator[TargetRow]:
+        return self._target.list(kind, fields, on_bad=on_bad)
+
+    async def get_picture(self, kind: TargetKind, record_id: str) -> TargetPicture:
+        return await self._target.get_picture(kind, record_id)
+
+    async def picture_content(self, kind: TargetKind, record_id: str, picture: TargetPicture) -> bytes:
+        return await self._target.picture_content(kind, record_id, picture)
+
+    async def put_picture(
+        self, kind: TargetKind, record_id: str, picture: TargetPicture | None, data: bytes, *, if_match: str
+    ) -> str | None:
+        raise DryRunWriteError(f"a dry run tried to write the picture of {kind} {record_id}")
+
+    async def delete_picture(self, kind: TargetKind, record_id: str, *, if_match: str | None) -> None:
+        raise DryRunWriteError(f"a dry run tried to clear the picture of {kind} {record_id}")
+
+
 # The clients conform (checked by mypy --strict; a unit test checks it at run time too).
 _SOURCE: type[Source] = SuperOfficeClient
 _TARGET: type[Target] = BusinessCentralClient
+_READ_ONLY: type[Target] = ReadOnlyTarget

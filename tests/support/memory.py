@@ -110,6 +110,8 @@ class MemoryTarget:
     before_write: Callable[[str], None] | None = None
     writes: list[str] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
+    company_id: str | None = "memory-company"
+    company_name: str | None = "Memory Ltd"
 
     @classmethod
     def with_records(cls, ids: Sequence[int]) -> MemoryTarget:

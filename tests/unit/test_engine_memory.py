@@ -17,6 +17,7 @@ from syncd.config import Config
 from syncd.engine import Engine
 from syncd.ledger import Ledger
 from syncd.run import RunOptions, RunResult, executor_normalizer
+from syncd.storage import DryRunWriteError, ReadOnlyTarget
 from syncd.superoffice import NoPicture
 from syncd.types import Outcome, PlanAction, RunOutcome
 from tests.support.memory import MemorySource, MemoryTarget, memory_config, png, target_id
@@ -239,3 +240,16 @@ async def test_a_write_without_an_etag_in_the_reply_is_confirmed_by_the_next_lis
     assert counts(again) == {Outcome.UNCHANGED: 5}
     items = await ledger.get_items("customers", "contact", IDS)
     assert all(i.target_etag == target.records[i.target_id or ""].etag for i in items.values())
+
+
+async def test_a_dry_runs_target_reads_through_and_refuses_every_write() -> None:
+    target = MemoryTarget.with_records([1])
+    read_only = ReadOnlyTarget(target)  # type: ignore[arg-type]
+    rows = [row async for row in read_only.list("customers", [])]
+    assert [row.id for row in rows] == [target_id(1)]
+    picture = await read_only.get_picture("customers", target_id(1))
+    with pytest.raises(DryRunWriteError, match="dry run tried to write"):
+        await read_only.put_picture("customers", target_id(1), picture, png(RED), if_match="*")
+    with pytest.raises(DryRunWriteError, match="dry run tried to clear"):
+        await read_only.delete_picture("customers", target_id(1), if_match=None)
+    assert target.writes == [] and target.deletes == []
