@@ -2,9 +2,9 @@
 
 The run has two phases so that nothing changes before the whole plan is known:
 
-Listing              both listings stream page by page into the run's store (:mod:`syncd.staging`, a
-                     scratch SQLite database) and are matched there in SQL: memory does not grow
-                     with the number of records.
+Listing              :mod:`syncd.listing`: both listings stream page by page into the run's store
+                     (:mod:`syncd.staging`, a scratch SQLite database) and are matched there in SQL:
+                     memory does not grow with the number of records.
 Fingerprints         how phase A learns which pictures changed (:mod:`syncd.fingerprints`): one pass
                      over SuperOffice's Dynamic archive provider for every picture at once (bulk), or
                      ImageInfo per record (per_record); chosen, verified and recorded per run.
@@ -31,32 +31,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import structlog
 
-from syncd import planning
+from syncd import listing, planning
 from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
 from syncd.decisions import Policy, Pre
 from syncd.errors import ApiError, AuthError, SafetyStop, SyncdError, UnreachableError
 from syncd.execution import Execution
 from syncd.fingerprints import Fingerprints, choose
-from syncd.ledger import Issue, IssueKind, Ledger, utcnow
-from syncd.matcher import MatchRule, Problem
+from syncd.ledger import Ledger, utcnow
+from syncd.matcher import MatchRule
 from syncd.run import (
     Normalizer,
     NullReporter,
-    PlanEntry,
     Reporter,
     RunContext,
     RunOptions,
     RunResult,
+    issues_of,
 )
 from syncd.runledger import DryRunLedger
 from syncd.staging import CHUNK, RunStore
 from syncd.storage import ReadOnlyTarget, Source, Target
-from syncd.types import Outcome, PlanAction, RunOutcome, SourceKind
+from syncd.types import Outcome, RunOutcome, SourceKind
 
 log = structlog.get_logger("syncd.engine")
 
@@ -170,8 +169,7 @@ class Engine:
             mapping.pairs,
         )
         async with RunStore.open(rule, kind, mapping.target) as store:
-            stopped = await self._list(ctx, store)
-            if stopped:  # max_runtime or a stop request while listing: nothing was changed
+            if not await listing.list_both(ctx, store):  # max_runtime or a stop request: nothing changed
                 return
             known = await ledger.count_items(mapping.name) if ledger else 0
             if not await store.count_sources() and known and not options.force:
@@ -179,15 +177,10 @@ class Engine:
                     f"mapping {mapping.name!r}: SuperOffice listed no {kind}s, but the ledger knows {known}",
                     hint="a wrong tenant or lost permissions look like this; check, then rerun with --force",
                 )
-            self._report_problems(kind, await store.match(), result)
+            listing.report_problems(ctx, await store.match())
             done, fingerprints = await ctx.until(self._detect(ctx, store, first_sync=not known))
             if not done or fingerprints is None:  # the picture pass is read-only too: nothing was changed
-                if self.stop.is_set():
-                    result.outcome = RunOutcome.INTERRUPTED
-                else:
-                    result.outcome = RunOutcome.BUDGET
-                    limit = self.config.limits.max_runtime
-                    result.error = f"max_runtime ({limit:g}s) reached while reading picture fingerprints"
+                ctx.stopped_while("reading picture fingerprints")
                 return
             watermark = await ledger.get_watermark(mapping.name, kind) if ledger else None
 
@@ -197,11 +190,7 @@ class Engine:
             )
             settled = await planning.plan(ctx, store, total, policy, watermark, fingerprints)
             if settled is None:  # stopped while checking: nothing was changed, nothing half-done
-                if self.stop.is_set():
-                    result.outcome = RunOutcome.INTERRUPTED
-                else:
-                    result.outcome = RunOutcome.BUDGET
-                    result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while checking"
+                ctx.stopped_while("checking")
                 return
             clears = await store.count_plan(Pre.CLEAR.value)
             ctx.check_clear_cap(clears, max(known, total))
@@ -220,7 +209,7 @@ class Engine:
         if result.outcome is RunOutcome.OK and failed:
             result.outcome = RunOutcome.PARTIAL
         if ledger and result.run_id is not None:
-            await ledger.replace_issues(result.run_id, mapping.name, _issues(mapping, result))
+            await ledger.replace_issues(result.run_id, mapping.name, issues_of(result))
             # Failed items are retried by their ledger status, not by the watermark, so a partial
             # run may advance it too; an interrupted or budget-limited one may not.
             if (
@@ -229,47 +218,6 @@ class Engine:
                 and (watermark is None or newest > watermark)
             ):
                 await ledger.set_watermark(mapping.name, kind, newest)
-
-    async def _list(self, ctx: RunContext, store: RunStore) -> bool:
-        """Both listings into the store, bounded by ``max_runtime`` and the stop event (a listing that
-        does not end, or a stalled page, cannot hold the run); True when stopped (outcome set). Records
-        the listings skipped as malformed are reported as failures."""
-        result = ctx.result
-        bad: list[str] = []
-        finished, _ = await ctx.until(self._list_all(ctx, store, bad.append))
-        if finished:  # (a listing error has failed the run)
-            for text in bad:
-                result.counts.add(Outcome.FAILED)
-                result.failures.append(PlanEntry(PlanAction.FAILED, "(listing)", "", text))
-            return False
-        if self.stop.is_set():
-            result.outcome = RunOutcome.INTERRUPTED
-        else:
-            result.outcome = RunOutcome.BUDGET
-            result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while listing"
-        return True
-
-    async def _list_all(self, ctx: RunContext, store: RunStore, on_bad: Callable[[str], None]) -> None:
-        """Stream both listings into the store, a page's worth of rows at a time."""
-        mapping = ctx.mapping
-        self.reporter.phase(mapping.name, f"listing {mapping.target}", None)
-        target_fields = [mapping.match.target] if mapping.match else []
-        batch: list[Any] = []
-        async for row in ctx.target.list(mapping.target, target_fields, on_bad=on_bad):
-            batch.append(row)
-            if len(batch) >= self.chunk_size:
-                await store.add_targets(batch)
-                batch = []
-        await store.add_targets(batch)
-        self.reporter.phase(mapping.name, f"listing {mapping.source}s", None)
-        columns = [mapping.match.source] if mapping.match else []
-        batch = []
-        async for source in self.source.list(mapping.source, columns, on_bad=on_bad):
-            batch.append(source)
-            if len(batch) >= self.chunk_size:
-                await store.add_sources(batch)
-                batch = []
-        await store.add_sources(batch)
 
     async def _detect(self, ctx: RunContext, store: RunStore, *, first_sync: bool) -> Fingerprints:
         """This run's fingerprints (:func:`syncd.fingerprints.choose`), recorded with the run. The
@@ -294,37 +242,3 @@ class Engine:
         if ledger is not None and result.run_id is not None:
             await ledger.set_change_detection(result.run_id, choice.strategy, choice.note)
         return choice.fingerprints
-
-    def _report_problems(self, kind: SourceKind, problems: list[Problem], result: RunResult) -> None:
-        result.match_problems = problems
-        for p in problems:
-            outcome = Outcome.UNMATCHED if p.kind == "unmatched" else Outcome.AMBIGUOUS
-            for _ in p.source_ids:
-                result.counts.add(outcome)
-            source = f"{kind} {', '.join(str(s) for s in p.source_ids)}"
-            result.problems.append(PlanEntry(PlanAction(p.kind), source, ", ".join(p.target_ids), p.detail))
-
-
-# -- helpers ----------------------------------------------------------------------------------------
-
-
-MAX_ISSUES_PER_KIND = 1000  # counts stay exact; the ledger keeps this many records of each kind
-
-
-def _issues(mapping: MappingConfig, result: RunResult) -> list[Issue]:
-    issues: list[Issue] = []
-    for p in result.match_problems:
-        for sid in p.source_ids:
-            kind: IssueKind = "unmatched" if p.kind == "unmatched" else "ambiguous"
-            labels = tuple(f"{n} ({t})" for n, t in zip(p.target_numbers, p.target_ids, strict=False))
-            targets = labels or p.target_ids
-            issues.append(Issue(kind=kind, source_id=sid, target_ids=targets, key=p.key, detail=p.detail))
-    for f in result.failed_items:
-        issues.append(Issue(kind="failed", source_id=f[0], target_ids=(f[1],), detail=f[2]))
-    kept: dict[str, int] = {}
-    out = []
-    for i in issues:
-        kept[i.kind] = kept.get(i.kind, 0) + 1
-        if kept[i.kind] <= MAX_ISSUES_PER_KIND:
-            out.append(i)
-    return out

@@ -26,7 +26,7 @@ from syncd.clock import SecondStamps
 from syncd.config import Config, MappingConfig
 from syncd.decisions import Pre, TargetState
 from syncd.errors import SafetyStop
-from syncd.ledger import LedgerItem
+from syncd.ledger import Issue, IssueKind, LedgerItem
 from syncd.matcher import Pair, Problem
 from syncd.runledger import RunLedger
 from syncd.storage import Source, Target
@@ -166,6 +166,14 @@ class RunContext:
             return False, None
         return True, task.result()
 
+    def stopped_while(self, what: str) -> None:
+        """A read-only step was cut short (:meth:`until` said so): the run's outcome says by what."""
+        if self.stop.is_set():
+            self.result.outcome = RunOutcome.INTERRUPTED
+        else:
+            self.result.outcome = RunOutcome.BUDGET
+            self.result.error = f"max_runtime ({self.config.limits.max_runtime:g}s) reached while {what}"
+
     def check_clear_cap(self, clears: int, base: int, *, found_late: bool = False) -> None:
         """Both clear caps. ``found_late``: phase B met one more blank than the plan knew of (ImageInfo
         unavailable or changed meanwhile); then the run has already written what it wrote."""
@@ -265,3 +273,26 @@ def plan_entry(w: Work, action: PlanAction, detail: str = "") -> PlanEntry:
         f"{p.target.kind} {p.target.number} ({p.target.id})",
         detail,
     )
+
+
+MAX_ISSUES_PER_KIND = 1000  # counts stay exact; the ledger keeps this many records of each kind
+
+
+def issues_of(result: RunResult) -> list[Issue]:
+    """What ``syncd status`` and the status page list for this run: unmatched, ambiguous, failed."""
+    issues: list[Issue] = []
+    for p in result.match_problems:
+        for sid in p.source_ids:
+            kind: IssueKind = "unmatched" if p.kind == "unmatched" else "ambiguous"
+            labels = tuple(f"{n} ({t})" for n, t in zip(p.target_numbers, p.target_ids, strict=False))
+            targets = labels or p.target_ids
+            issues.append(Issue(kind=kind, source_id=sid, target_ids=targets, key=p.key, detail=p.detail))
+    for source_id, target, error in result.failed_items:
+        issues.append(Issue(kind="failed", source_id=source_id, target_ids=(target,), detail=error))
+    kept: dict[str, int] = {}
+    out = []
+    for i in issues:
+        kept[i.kind] = kept.get(i.kind, 0) + 1
+        if kept[i.kind] <= MAX_ISSUES_PER_KIND:
+            out.append(i)
+    return out
