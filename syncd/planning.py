@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -32,7 +31,6 @@ from syncd.run import (
     RunResult,
     Work,
     pending_marker,
-    plan_entry,
     target_label,
     target_state,
 )
@@ -178,13 +176,11 @@ async def decide_pairs(
         ctx.reporter.checked(mapping.name)
         return True
 
-    async def indices() -> Any:
-        for i in range(len(pairs)):
-            yield i
-
     # max_runtime or a stop request: plan() sees it and stops the run before any change
     pool: Pool[int] = Pool(min(so.limits.concurrency, max(1, len(pairs))))
-    await pool.run(indices(), decide, may_take=lambda: not ctx.stop.is_set() and not ctx.past_deadline())
+    await pool.run(
+        range(len(pairs)), decide, may_take=lambda: not ctx.stop.is_set() and not ctx.past_deadline()
+    )
     return [w for w in work if w is not None]
 
 
@@ -195,12 +191,12 @@ def settle(ctx: RunContext, w: Work, settled: Settled) -> LedgerItem:
         assert w.item is not None
         error = w.item.error or "picture cannot be used"
         entry = ctx.failure_entry(w, f"{error} (unchanged since last run)")
-        settled.add(Outcome.FAILED, ctx.for_plan(entry))
+        settled.add(Outcome.FAILED, entry if ctx.options.dry_run else None)
         settled.failures.append(entry)
         settled.failed_items.append((w.pair.source.id, target_label(w.pair), error))
         return transitions.checked(w.item, at=ctx.now())
     outcome = {Pre.SKIP: Outcome.UNCHANGED, Pre.BLANK: Outcome.BLANK, Pre.KEEP: Outcome.KEPT}[w.action]
-    settled.add(outcome, ctx.for_plan(plan_entry(w, PlanAction(w.action.value))))
+    settled.add(outcome, ctx.for_plan(w, PlanAction(w.action.value)))
     return ctx.settled_row(w, outcome)
 
 

@@ -12,7 +12,7 @@ when to give up: ``max(5, 2 × concurrency)`` in a row, so that one bad item nev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -56,7 +56,7 @@ class Pool(Generic[T]):
 
     async def run(
         self,
-        produce: AsyncIterable[T],
+        produce: AsyncIterable[T] | Iterable[T],
         handle: Callable[[T], Awaitable[bool]],
         may_take: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -64,8 +64,12 @@ class Pool(Generic[T]):
         counters = self.counters
 
         async def producer() -> None:
-            async for item in produce:
-                await queue.put((item,))
+            if isinstance(produce, AsyncIterable):
+                async for item in produce:
+                    await queue.put((item,))
+            else:  # items at hand (phase A's chunk): no async iteration per item
+                for item in produce:
+                    await queue.put((item,))
             for _ in range(self.workers):
                 await queue.put(None)
 

@@ -220,10 +220,10 @@ class RunContext:
             return transitions.blank(base, target_id=w.pair.target.id, at=self.now())
         return transitions.unchanged(base, etag=w.target.etag, at=self.now())
 
-    def for_plan(self, entry: PlanEntry) -> PlanEntry | None:
-        """``entry`` when this run is a dry run (its plan is the output), else None: a real run keeps
-        no plan lines."""
-        return entry if self.options.dry_run else None
+    def for_plan(self, w: Work, action: PlanAction) -> PlanEntry | None:
+        """``w``'s plan line when this run is a dry run (its plan is the output), else None without
+        building it: a real run keeps no plan lines."""
+        return plan_entry(w, action) if self.options.dry_run else None
 
     def planned(self, entry: PlanEntry) -> None:
         """One line of a dry run's plan (a real run keeps none)."""

@@ -255,7 +255,12 @@ class RunStore:
         The next page is read while the caller works on this one."""
 
         def page(after: int) -> list[Keyed]:
-            return [columns._make(r) for r in self._db.execute(sql, (after, limit))]
+            rows = self._db.execute(sql, (after, limit)).fetchall()
+            if rows and len(rows[0]) != len(columns._fields):
+                raise AssertionError(
+                    f"{columns.__name__} names {columns._fields}; the query gave {len(rows[0])}"
+                )
+            return [_new(columns, r) for r in rows]  # the C constructor of _make, without its frame
 
         rows = await self._call(page, -1)
         while rows:
@@ -309,7 +314,10 @@ class RunStore:
 
 
 def _item(packed: bytes | None) -> ItemRow | None:
-    return None if packed is None else ItemRow._make(unpack(packed))
+    return None if packed is None else _new(ItemRow, unpack(packed))
+
+
+_new = tuple.__new__
 
 
 def pack(row: Sequence[Any]) -> bytes:

@@ -48,49 +48,70 @@ class LedgerItem:
         """The ``items`` row of this item: plain values (also JSON- and marshal-safe), error text clipped."""
         if self.status not in _OUTCOMES:
             check_choice(self.status, _OUTCOMES, "item status")
-        return ItemRow(
-            mapping=self.mapping,
-            source_kind=self.source_kind,
-            source_id=self.source_id,
-            target_kind=self.target_kind,
-            status=str(self.status),
-            target_id=self.target_id,
-            target_number=self.target_number,
-            source_fingerprint=self.source_fingerprint,
-            source_hash=self.source_hash,
-            output_hash=self.output_hash,
-            target_etag=self.target_etag,
-            normalizer_version=self.normalizer_version,
-            wrote_picture=int(self.wrote_picture),
-            error=clip(self.error),
-            attempts=self.attempts,
-            synced_at=self.synced_at,
-            checked_at=self.checked_at,
+        return _new_row(  # (ItemRow's own __new__ is a Python frame; this is the C one, same tuple)
+            ItemRow,
+            (
+                self.mapping,
+                self.source_kind,
+                self.source_id,
+                self.target_kind,
+                str(self.status),
+                self.target_id,
+                self.target_number,
+                self.source_fingerprint,
+                self.source_hash,
+                self.output_hash,
+                self.target_etag,
+                self.normalizer_version,
+                int(self.wrote_picture),
+                clip(self.error),
+                self.attempts,
+                self.synced_at,
+                self.checked_at,
+            ),
         )
 
     @classmethod
     def from_row(cls, values: Sequence[Any]) -> LedgerItem:
         """The item of a row: an :class:`ItemRow`, or its values in :data:`ITEM_COLUMNS` order (a SQLite
         row selected by :data:`ITEM_COLUMNS`, or a row the run's scratch store gave back)."""
-        r = values if isinstance(values, ItemRow) else ItemRow._make(values)
+        (
+            mapping,
+            source_kind,
+            source_id,
+            target_kind,
+            status,
+            target_id,
+            target_number,
+            source_fingerprint,
+            source_hash,
+            output_hash,
+            target_etag,
+            normalizer_version,
+            wrote_picture,
+            error,
+            attempts,
+            synced_at,
+            checked_at,
+        ) = values  # the names of ITEM_COLUMNS, in its order (asserted below); unpacking is one C step
         return cls(
-            mapping=r.mapping,
-            source_kind=r.source_kind,
-            source_id=r.source_id,
-            target_kind=r.target_kind,
-            status=_OUTCOMES[r.status],
-            target_id=r.target_id,
-            target_number=r.target_number,
-            source_fingerprint=r.source_fingerprint,
-            source_hash=r.source_hash,
-            output_hash=r.output_hash,
-            target_etag=r.target_etag,
-            normalizer_version=r.normalizer_version,
-            wrote_picture=bool(r.wrote_picture),
-            error=clean_optional(r.error),  # rows stored before redaction at store time are redacted here
-            attempts=r.attempts,
-            synced_at=r.synced_at,
-            checked_at=r.checked_at,
+            mapping=mapping,
+            source_kind=source_kind,
+            source_id=source_id,
+            target_kind=target_kind,
+            status=_OUTCOMES[status],
+            target_id=target_id,
+            target_number=target_number,
+            source_fingerprint=source_fingerprint,
+            source_hash=source_hash,
+            output_hash=output_hash,
+            target_etag=target_etag,
+            normalizer_version=normalizer_version,
+            wrote_picture=bool(wrote_picture),
+            error=clean_optional(error),  # rows stored before redaction at store time are redacted here
+            attempts=attempts,
+            synced_at=synced_at,
+            checked_at=checked_at,
         )
 
 
@@ -122,6 +143,7 @@ assert tuple(f.name for f in fields(LedgerItem)) == ITEM_COLUMNS, (
     "ItemRow and LedgerItem name the same fields"
 )
 _CHECKED_AT = ITEM_COLUMNS.index("checked_at")
+_new_row = tuple.__new__
 
 
 def same_but_checked(a: Sequence[Any], b: Sequence[Any]) -> bool:
