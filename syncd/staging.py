@@ -255,12 +255,11 @@ class RunStore:
         The next page is read while the caller works on this one."""
 
         def page(after: int) -> list[Keyed]:
-            rows = self._db.execute(sql, (after, limit)).fetchall()
-            if rows and len(rows[0]) != len(columns._fields):
-                raise AssertionError(
-                    f"{columns.__name__} names {columns._fields}; the query gave {len(rows[0])}"
-                )
-            return [_new(columns, r) for r in rows]  # the C constructor of _make, without its frame
+            cursor = self._db.execute(sql, (after, limit))
+            names = tuple(d[0] for d in cursor.description)
+            if names != columns._fields:  # the query and the names it is read by must agree
+                raise AssertionError(f"{columns.__name__} names {columns._fields}; the query gives {names}")
+            return [_new(columns, r) for r in cursor.fetchall()]  # _make's C constructor, without its frame
 
         rows = await self._call(page, -1)
         while rows:

@@ -7,6 +7,7 @@ import dataclasses
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -270,3 +271,15 @@ async def test_confirmed_etags_are_recorded_and_an_unchanged_pass_moves_only_che
             )
             assert item.checked_at is not None and second[sid].checked_at is not None
             assert item.checked_at >= second[sid].checked_at
+
+
+async def test_a_page_is_read_only_by_the_names_its_query_gives() -> None:
+    class Misnamed(NamedTuple):  # the settled query's columns are (source_id, item)
+        source_id: int
+        row: bytes | None
+
+    sql = "SELECT source_id, item FROM settled WHERE source_id > ? ORDER BY source_id LIMIT ?"
+    async with RunStore.open(RULE, "contact", "customers") as store:
+        await store.add_settled([(1, None)])
+        with pytest.raises(AssertionError, match=r"query gives \('source_id', 'item'\)"):
+            _ = [rows async for rows in store._pages(sql, Misnamed, 10)]  # type: ignore[type-var]
