@@ -8,13 +8,15 @@ issues). Both listings are read-only and raced against ``max_runtime`` and a sto
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from syncd.matcher import Problem
 from syncd.run import PlanEntry, RunContext
 from syncd.staging import RunStore
 from syncd.types import Outcome, PlanAction
+
+R = TypeVar("R")
 
 
 async def list_both(ctx: RunContext, store: RunStore) -> bool:
@@ -38,22 +40,24 @@ async def _list_all(ctx: RunContext, store: RunStore, on_bad: Callable[[str], No
     mapping = ctx.mapping
     ctx.reporter.phase(mapping.name, f"listing {mapping.target}", None)
     target_fields = [mapping.match.target] if mapping.match else []
-    batch: list[Any] = []
-    async for row in ctx.target.list(mapping.target, target_fields, on_bad=on_bad):
-        batch.append(row)
-        if len(batch) >= ctx.chunk_size:
-            await store.add_targets(batch)
-            batch = []
-    await store.add_targets(batch)
+    targets = ctx.target.list(mapping.target, target_fields, on_bad=on_bad)
+    await _in_batches(targets, store.add_targets, ctx.chunk_size)
     ctx.reporter.phase(mapping.name, f"listing {mapping.source}s", None)
     columns = [mapping.match.source] if mapping.match else []
-    batch = []
-    async for source in ctx.source.list(mapping.source, columns, on_bad=on_bad):
-        batch.append(source)
-        if len(batch) >= ctx.chunk_size:
-            await store.add_sources(batch)
+    await _in_batches(
+        ctx.source.list(mapping.source, columns, on_bad=on_bad), store.add_sources, ctx.chunk_size
+    )
+
+
+async def _in_batches(rows: AsyncIterator[R], add: Callable[[list[R]], Awaitable[None]], size: int) -> None:
+    """``rows`` handed to ``add`` ``size`` at a time (the last batch may be shorter, or empty)."""
+    batch: list[R] = []
+    async for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            await add(batch)
             batch = []
-    await store.add_sources(batch)
+    await add(batch)
 
 
 def report_problems(ctx: RunContext, problems: list[Problem]) -> None:

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
+import aiohttp
+
 from syncd import superoffice
 from syncd.auth import (
     DEFAULT_TIMEOUT,
@@ -26,6 +28,7 @@ from syncd.auth import (
 )
 from syncd.businesscentral import BusinessCentralClient, CompanyDirectory
 from syncd.config import (
+    ApiLimits,
     BCBasicAuth,
     BCBearerAuth,
     BCClientCredentials,
@@ -126,6 +129,45 @@ class Runtime:
         return self.targets.get(mapping, self.target)
 
 
+def superoffice_api(
+    cfg: SuperOfficeConfig,
+    session: aiohttp.ClientSession,
+    auth: Auth,
+    limits: ApiLimits,
+    observer: HttpObserver | None = None,
+) -> ApiClient:
+    """The HTTP client for SuperOffice's REST API: credentials go to ``base_url``'s origin only."""
+    return ApiClient(
+        api="superoffice",
+        session=session,
+        auth=auth,
+        limits=limits,
+        observer=observer,
+        base_url=cfg.base_url,
+        permission_hint=SO_PERMISSION_HINT,
+    )
+
+
+def businesscentral_api(
+    cfg: BusinessCentralConfig,
+    session: aiohttp.ClientSession,
+    auth: Auth,
+    limits: ApiLimits,
+    observer: HttpObserver | None = None,
+) -> ApiClient:
+    """The HTTP client for Business Central's API (one per tenant: one token, one rate limit)."""
+    return ApiClient(
+        api="businesscentral",
+        session=session,
+        auth=auth,
+        limits=limits,
+        burst=limits.burst,
+        observer=observer,
+        base_url=cfg.base_url,
+        permission_hint=BC_PERMISSION_HINT,
+    )
+
+
 @asynccontextmanager
 async def open_runtime(
     config: Config,
@@ -145,24 +187,19 @@ async def open_runtime(
         bc_session = await stack.enter_async_context(
             new_session(connect_timeout=config.businesscentral.limits.connect_timeout)
         )
-        so_api = ApiClient(
-            api="superoffice",
-            session=so_session,
-            auth=superoffice_auth(config.superoffice, clock),
-            limits=config.superoffice.limits,
-            observer=observer,
-            base_url=config.superoffice.base_url,  # credentials go to this origin only
-            permission_hint=SO_PERMISSION_HINT,
+        so_api = superoffice_api(
+            config.superoffice,
+            so_session,
+            superoffice_auth(config.superoffice, clock),
+            config.superoffice.limits,
+            observer,
         )
-        bc_api = ApiClient(
-            api="businesscentral",
-            session=bc_session,
-            auth=businesscentral_auth(config.businesscentral, clock),
-            limits=config.businesscentral.limits,
-            burst=config.businesscentral.limits.burst,
-            observer=observer,
-            base_url=config.businesscentral.base_url,
-            permission_hint=BC_PERMISSION_HINT,
+        bc_api = businesscentral_api(
+            config.businesscentral,
+            bc_session,
+            businesscentral_auth(config.businesscentral, clock),
+            config.businesscentral.limits,
+            observer,
         )
         source = SuperOfficeClient(
             so_api,

@@ -24,7 +24,7 @@ from syncd.config import Config
 from syncd.credentials import Auth
 from syncd.errors import AuthError, ConfigError, ExitCode, UnreachableError
 from syncd.http import ApiClient, Response, new_session
-from syncd.runtime import BC_PERMISSION_HINT, businesscentral_auth
+from syncd.runtime import businesscentral_api, businesscentral_auth
 
 __all__ = ["check_businesscentral"]
 
@@ -36,15 +36,7 @@ async def check_businesscentral(config: Config, out: list[Finding]) -> None:
     limits = quick_limits(cfg.limits)
     async with new_session(connect_timeout=limits.connect_timeout) as session:
         auth = businesscentral_auth(cfg, attempts=1, timeout=limits.timeout)
-        api = ApiClient(
-            api="businesscentral",
-            session=session,
-            auth=auth,
-            limits=limits,
-            burst=limits.burst,
-            base_url=cfg.base_url,
-            permission_hint=BC_PERMISSION_HINT,
-        )
+        api = businesscentral_api(cfg, session, auth, limits)
         if isinstance(auth, ClientCredentialsAuth):
             await _bc_token(session, auth, out)
         # Every company the mappings write to (the one GET /companies the directory keeps), then the read

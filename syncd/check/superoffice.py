@@ -31,7 +31,7 @@ from syncd.http import (
     new_session,
     read_body,
 )
-from syncd.runtime import SO_PERMISSION_HINT, superoffice_auth
+from syncd.runtime import superoffice_api, superoffice_auth
 from syncd.superoffice import LINK_ID, OWNER_TABLE, PICTURE_LINK_TYPE, probe_read, tenant_state_url
 
 __all__ = ["check_superoffice"]
@@ -48,14 +48,7 @@ async def check_superoffice(config: Config, out: list[Finding]) -> None:
     online_tenant = bool(re.fullmatch(r"cust\d+", tenant, re.IGNORECASE))
     async with new_session(connect_timeout=limits.connect_timeout) as session:
         auth = superoffice_auth(cfg, attempts=1, timeout=limits.timeout)
-        api = ApiClient(
-            api="superoffice",
-            session=session,
-            auth=auth,
-            limits=limits,
-            base_url=cfg.base_url,
-            permission_hint=SO_PERMISSION_HINT,
-        )
+        api = superoffice_api(cfg, session, auth, limits)
         state_url = tenant_state_url(cfg.base_url, tenant, cfg.state_url)
         if online_tenant and state_url is not None:
             await _so_tenant_state(session, state_url, cfg.base_url, tenant, limits, out)
