@@ -25,7 +25,14 @@ from aiohttp import web
 from syncd.auth import BearerAuth, ClientCredentialsAuth
 from syncd.businesscentral import BusinessCentralClient
 from syncd.config import ApiLimits, load_config, parse_config
-from syncd.errors import ApiError, AuthError, ConfigError, ForeignOriginError, MalformedReplyError
+from syncd.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    ForeignOriginError,
+    MalformedReplyError,
+    UnreachableError,
+)
 from syncd.http import ApiClient, new_session
 from syncd.jobs import MappingOutcome, run_job
 from syncd.ledger import Ledger
@@ -521,6 +528,47 @@ async def test_a_token_endpoint_bomb_is_refused() -> None:
         )
         with pytest.raises(AuthError, match="larger than"):
             await auth.headers(session)
+
+
+async def test_a_token_endpoint_that_redirects_gets_no_second_request_and_the_secret_goes_nowhere() -> None:
+    # Token requests go through the shared client: a redirect is not followed, so the client secret in
+    # the POST body is never sent to where the redirect points.
+    async with Hostile() as elsewhere:
+
+        async def redirect(seen: Seen, n: int) -> web.StreamResponse:
+            return web.Response(status=307, headers={"Location": f"{elsewhere.origin}/steal"})
+
+        async with Hostile(handler=redirect) as server, new_session() as session:
+            auth = ClientCredentialsAuth(
+                tenant_id="t",
+                client_id="c",
+                client_secret=Secret(SANDBOX_BC_CLIENT_SECRET),
+                token_url=f"{server.origin}/t/oauth2/v2.0/token",
+                attempts=1,
+            )
+            with pytest.raises(AuthError) as info:
+                await auth.headers(session)
+    assert len(server.seen) == 1 and elsewhere.seen == []
+    assert SANDBOX_BC_CLIENT_SECRET not in str(info.value)
+
+
+async def test_a_token_endpoint_that_asks_to_wait_for_ever_fails_at_once() -> None:
+    async def busy(seen: Seen, n: int) -> web.StreamResponse:
+        return web.Response(status=503, headers={"Retry-After": "86400"})
+
+    async with Hostile(handler=busy) as server, new_session() as session:
+        auth = ClientCredentialsAuth(
+            tenant_id="t",
+            client_id="c",
+            client_secret=Secret(SANDBOX_BC_CLIENT_SECRET),
+            token_url=f"{server.origin}/t/oauth2/v2.0/token",
+            attempts=3,
+        )
+        # a hang (sleeping the day away) fails the test instead of holding it
+        async with asyncio.timeout(120):
+            with pytest.raises(UnreachableError, match="86400s"):
+                await auth.headers(session)
+    assert len(server.seen) == 1  # no retry of a wait longer than limits.max_retry_wait
 
 
 # -- 6. a malformed reply fails the item or the run honestly --------------------------------------------
